@@ -1,0 +1,276 @@
+//! The IR: everything the data plane needs, decided. Plain serde data, so it can be sent to a
+//! proxy in another process and snapshotted in tests. The proxy compiles it (regexes, host
+//! maps) once per swap and never consults a resource.
+
+use std::{collections::BTreeMap, net::SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration of one process's data plane.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProxyConfig {
+    /// One per socket: address and port.
+    pub binds: Vec<Bind>,
+    /// Backends by key. Kept apart from routes so that an endpoint change touches only this.
+    pub backends: BTreeMap<String, Backend>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Bind {
+    pub address: SocketAddr,
+    pub protocol: BindProtocol,
+    /// The Gateway API listeners served on this socket, most specific hostname first.
+    pub listeners: Vec<Listener>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum BindProtocol {
+    Http,
+    /// TLS terminated here (HTTPS) or passed through/terminated per SNI (TLS listeners).
+    Tls,
+    Tcp,
+    Udp,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Listener {
+    /// `namespace/gateway/listener`, for logs and metrics.
+    pub name: String,
+    /// `None` matches every host.
+    pub hostname: Option<String>,
+    pub protocol: ListenerProtocol,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsTermination>,
+    /// HTTP virtual hosts, most specific first; the proxy builds its host map from them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub virtual_hosts: Vec<VirtualHost>,
+    /// The rules that `virtual_hosts` entries point into.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<HttpRule>,
+    /// TCP, UDP and TLS routes: the backends to balance over, per SNI for TLS.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stream_routes: Vec<StreamRoute>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ListenerProtocol {
+    Http,
+    Https,
+    TlsPassthrough,
+    TlsTerminate,
+    Tcp,
+    Udp,
+}
+
+/// Certificates to serve (the first one whose names cover the SNI wins), PEM encoded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TlsTermination {
+    pub certificates: Vec<CertifiedKey>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CertifiedKey {
+    /// `namespace/name` of the Secret.
+    pub source: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VirtualHost {
+    /// Exact names and `*.suffix` wildcards; `*` alone matches any host of the listener.
+    pub hostnames: Vec<String>,
+    /// In precedence order: the first entry that matches a request wins.
+    pub routes: Vec<RouteEntry>,
+}
+
+/// One match of one rule, placed in precedence order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RouteEntry {
+    #[serde(rename = "match")]
+    pub matcher: HttpMatch,
+    /// Index into the listener's `rules`.
+    pub rule: usize,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HttpMatch {
+    pub path: PathMatch,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<ValueMatch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_params: Vec<ValueMatch>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "value")]
+pub enum PathMatch {
+    Exact(String),
+    /// Segment-wise: `/foo` matches `/foo` and `/foo/bar`, not `/foobar`.
+    Prefix(String),
+    /// Anchored at both ends.
+    Regex(String),
+}
+
+impl Default for PathMatch {
+    fn default() -> Self {
+        PathMatch::Prefix("/".into())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValueMatch {
+    /// Lower-case for headers, as given for query parameters.
+    pub name: String,
+    #[serde(flatten)]
+    pub value: StringMatch,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "value")]
+pub enum StringMatch {
+    Exact(String),
+    /// Anchored at both ends.
+    Regex(String),
+}
+
+/// What a matched request gets: the route's filters, then one of its backends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HttpRule {
+    /// `Kind/namespace/name/rule-index`, for logs and metrics.
+    pub route: String,
+    /// True for GRPCRoute rules: errors the proxy makes are answered as gRPC statuses.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub grpc: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<HttpFilter>,
+    pub action: RuleAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RuleAction {
+    /// Weighted backends. An empty list, or a share that falls on an invalid backend, answers 500.
+    Forward(Vec<WeightedBackend>),
+    Redirect(Redirect),
+    /// Answers with a fixed status, e.g. 500 for a rule whose filters could not be resolved.
+    Respond { status: u16 },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WeightedBackend {
+    pub weight: u32,
+    /// `None` when the backendRef is invalid: its share of requests answers 500.
+    pub backend: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<HttpFilter>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum HttpFilter {
+    RequestHeaders(HeaderModifier),
+    ResponseHeaders(HeaderModifier),
+    UrlRewrite(UrlRewrite),
+    Mirror(Mirror),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HeaderModifier {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Redirect {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathRewrite>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UrlRewrite {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathRewrite>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PathRewrite {
+    Full(String),
+    /// Replaces the rule's matched `PathPrefix` (carried here, since one rule can have
+    /// several matches, the proxy passes the one that matched).
+    Prefix(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Mirror {
+    /// `None` when the mirror's backendRef is invalid: nothing is mirrored.
+    pub backend: Option<String>,
+    /// Share of requests mirrored, in parts per million.
+    pub per_million: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timeouts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_request_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Retry {
+    pub codes: Vec<u16>,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StreamRoute {
+    /// `Kind/namespace/name`.
+    pub route: String,
+    /// SNI names for TLS routes (exact or `*.suffix`); empty matches any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
+    pub backends: Vec<WeightedBackend>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Backend {
+    /// Ready endpoints. Empty means 503.
+    pub endpoints: Vec<SocketAddr>,
+    pub protocol: BackendProtocol,
+    /// A DNS name to resolve instead (ExternalName Services), with its port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_name: Option<(String, u16)>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackendProtocol {
+    #[default]
+    Http1,
+    /// `kubernetes.io/h2c`, and the default for GRPCRoute backends.
+    H2c,
+    /// `kubernetes.io/ws`: HTTP/1.1, upgrades expected.
+    WebSocket,
+}
