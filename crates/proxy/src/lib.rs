@@ -1,1 +1,155 @@
+//! The data plane. It reads only the IR ([`translate::ir`]): [`Proxy::apply`] compiles a new
+//! configuration and swaps it in. Sockets whose address and protocol did not change stay
+//! bound, requests in flight finish on the configuration they started with, and sockets no
+//! longer wanted stop accepting and drain.
 #![forbid(unsafe_code)]
+
+mod config;
+mod handler;
+mod hostmap;
+mod metrics;
+mod path;
+mod respond;
+mod server;
+mod tls;
+mod upstream;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use prometheus_client::registry::Registry;
+use tokio::{
+    sync::{Mutex, oneshot, watch},
+    task::JoinHandle,
+};
+use translate::ir::{BindProtocol, ProxyConfig};
+
+use crate::{
+    config::{Backends, BindConfig},
+    server::BindState,
+};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body of every response the proxy sends.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// What every connection shares: upstream clients and metrics.
+pub struct Shared {
+    clients: upstream::Clients,
+    metrics: metrics::ProxyMetrics,
+}
+
+/// How long a socket removed by reconfiguration lets its connections finish.
+const RECONFIGURE_DRAIN: Duration = Duration::from_secs(30);
+
+/// Sockets that could not be bound, for status.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BindReport {
+    pub unavailable_ports: BTreeSet<SocketAddr>,
+    pub unusable_addresses: BTreeSet<IpAddr>,
+}
+
+struct Running {
+    protocol: BindProtocol,
+    state: Arc<ArcSwap<BindState>>,
+    stop: watch::Sender<Option<Duration>>,
+    closed: oneshot::Receiver<()>,
+    task: JoinHandle<()>,
+}
+
+pub struct Proxy {
+    binds: Mutex<BTreeMap<SocketAddr, Running>>,
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    pub fn new(registry: &mut Registry) -> Self {
+        let shared = Arc::new(Shared { clients: upstream::Clients::new(), metrics: metrics::ProxyMetrics::register(registry) });
+        Self { binds: Mutex::new(BTreeMap::new()), shared }
+    }
+
+    /// Serves `config` from now on. Returns what could not be bound.
+    pub async fn apply(&self, config: Arc<ProxyConfig>) -> BindReport {
+        let backends = Arc::new(Backends::compile(&config));
+        let wanted: BTreeMap<SocketAddr, &translate::ir::Bind> = config
+            .binds
+            .iter()
+            .filter(|b| matches!(b.protocol, BindProtocol::Http | BindProtocol::Tls))
+            .map(|b| (b.address, b))
+            .collect();
+        for b in config.binds.iter().filter(|b| !matches!(b.protocol, BindProtocol::Http | BindProtocol::Tls)) {
+            tracing::warn!(address = %b.address, protocol = ?b.protocol, "TCP and UDP listeners are not served yet");
+        }
+        let mut binds = self.binds.lock().await;
+
+        // Sockets no longer wanted, or wanted for another protocol, stop first so that their
+        // address is free again.
+        let gone: Vec<SocketAddr> = binds
+            .iter()
+            .filter(|(a, r)| wanted.get(*a).is_none_or(|b| b.protocol != r.protocol))
+            .map(|(a, _)| *a)
+            .collect();
+        for address in gone {
+            if let Some(running) = binds.remove(&address) {
+                let _ = running.stop.send(Some(RECONFIGURE_DRAIN));
+                let _ = running.closed.await;
+                tracing::info!(%address, "listener removed; draining its connections");
+            }
+        }
+
+        let mut report = BindReport::default();
+        for (address, bind) in wanted {
+            let compiled = Arc::new(BindConfig::compile(bind, backends.clone()));
+            let tls = match bind.protocol {
+                BindProtocol::Tls => tls::server_config(&compiled),
+                _ => None,
+            };
+            if bind.protocol == BindProtocol::Tls && tls.is_none() {
+                continue;
+            }
+            let state = BindState { config: compiled, tls };
+            if let Some(running) = binds.get(&address) {
+                running.state.store(Arc::new(state));
+                continue;
+            }
+            match server::bind(address) {
+                Ok(listener) => {
+                    let state = Arc::new(ArcSwap::from_pointee(state));
+                    let (stop, stop_rx) = watch::channel(None);
+                    let (closed_tx, closed) = oneshot::channel();
+                    let task = tokio::spawn(server::accept_loop(listener, state.clone(), self.shared.clone(), stop_rx, closed_tx));
+                    tracing::info!(%address, protocol = ?bind.protocol, "listening");
+                    binds.insert(address, Running { protocol: bind.protocol, state, stop, closed, task });
+                }
+                Err(e) => {
+                    tracing::warn!(%address, "cannot listen: {e}");
+                    if e.kind() == std::io::ErrorKind::AddrNotAvailable {
+                        report.unusable_addresses.insert(address.ip());
+                    } else {
+                        report.unavailable_ports.insert(address);
+                    }
+                }
+            }
+        }
+        report
+    }
+
+    /// Stops accepting on every socket and waits for connections to finish, up to `deadline`.
+    pub async fn shutdown(&self, deadline: Duration) {
+        let binds = std::mem::take(&mut *self.binds.lock().await);
+        let mut tasks = Vec::new();
+        for (_, running) in binds {
+            let _ = running.stop.send(Some(deadline));
+            tasks.push(running.task);
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}

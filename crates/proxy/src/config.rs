@@ -1,0 +1,242 @@
+//! The IR compiled for serving: regexes built, hosts in maps, backends with their balancing
+//! state. Built once per configuration swap; the request path only reads it.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use regex::Regex;
+use translate::ir::{self, BackendProtocol, HttpFilter, PathMatch, RuleAction, StringMatch};
+
+use crate::{hostmap::HostMap, path::has_prefix};
+
+/// One socket's configuration.
+pub struct BindConfig {
+    pub listeners: Vec<ListenerConfig>,
+    /// Listener index by hostname (the listener's own).
+    pub by_host: HostMap<usize>,
+    pub backends: Arc<Backends>,
+}
+
+pub struct ListenerConfig {
+    pub name: Arc<str>,
+    pub hostname: Option<String>,
+    pub tls: Option<ir::TlsTermination>,
+    pub vhosts: HostMap<Arc<[Entry]>>,
+    pub rules: Vec<Arc<Rule>>,
+}
+
+pub struct Entry {
+    pub matcher: Matcher,
+    pub rule: usize,
+}
+
+pub struct Matcher {
+    pub path: PathMatcher,
+    pub method: Option<http::Method>,
+    pub headers: Vec<(http::HeaderName, ValueMatcher)>,
+    pub query: Vec<(String, ValueMatcher)>,
+}
+
+pub enum PathMatcher {
+    Exact(String),
+    Prefix(String),
+    Regex(Regex),
+}
+
+pub enum ValueMatcher {
+    Exact(String),
+    Regex(Regex),
+}
+
+impl ValueMatcher {
+    fn matches(&self, v: &str) -> bool {
+        match self {
+            ValueMatcher::Exact(e) => e == v,
+            ValueMatcher::Regex(r) => r.is_match(v),
+        }
+    }
+}
+
+pub struct Rule {
+    pub name: Arc<str>,
+    pub grpc: bool,
+    pub filters: Vec<HttpFilter>,
+    pub action: Action,
+    pub timeouts: Option<ir::Timeouts>,
+}
+
+pub enum Action {
+    Forward { backends: Vec<(u32, Option<ir::WeightedBackend>)>, total: u32, next: AtomicUsize },
+    Redirect(ir::Redirect),
+    Respond(u16),
+}
+
+/// Backends by key, with a round-robin cursor each.
+#[derive(Default)]
+pub struct Backends {
+    pub by_key: HashMap<String, Backend>,
+}
+
+pub struct Backend {
+    pub endpoints: Vec<SocketAddr>,
+    pub protocol: BackendProtocol,
+    pub external_name: Option<(String, u16)>,
+    next: AtomicUsize,
+}
+
+impl Backend {
+    /// The next endpoint, round-robin.
+    pub fn endpoint(&self) -> Option<SocketAddr> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        Some(self.endpoints[i % self.endpoints.len()])
+    }
+}
+
+impl Backends {
+    pub fn compile(config: &ir::ProxyConfig) -> Self {
+        let by_key = config
+            .backends
+            .iter()
+            .map(|(k, b)| {
+                (k.clone(), Backend {
+                    endpoints: b.endpoints.clone(),
+                    protocol: b.protocol,
+                    external_name: b.external_name.clone(),
+                    next: AtomicUsize::new(0),
+                })
+            })
+            .collect();
+        Self { by_key }
+    }
+}
+
+impl BindConfig {
+    pub fn compile(bind: &ir::Bind, backends: Arc<Backends>) -> Self {
+        let mut by_host = HostMap::default();
+        let listeners = bind
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                by_host.insert(l.hostname.as_deref().unwrap_or("*"), i);
+                ListenerConfig::compile(l)
+            })
+            .collect();
+        Self { listeners, by_host, backends }
+    }
+}
+
+impl ListenerConfig {
+    fn compile(l: &ir::Listener) -> Self {
+        let rules = l.rules.iter().map(|r| Arc::new(Rule::compile(r))).collect();
+        let mut vhosts = HostMap::default();
+        for vh in &l.virtual_hosts {
+            let entries: Arc<[Entry]> = vh
+                .routes
+                .iter()
+                .filter_map(|e| Some(Entry { matcher: Matcher::compile(&e.matcher)?, rule: e.rule }))
+                .collect();
+            for h in &vh.hostnames {
+                vhosts.insert(h, entries.clone());
+            }
+        }
+        Self { name: l.name.as_str().into(), hostname: l.hostname.clone(), tls: l.tls.clone(), vhosts, rules }
+    }
+}
+
+impl Rule {
+    fn compile(r: &ir::HttpRule) -> Self {
+        let action = match &r.action {
+            RuleAction::Forward(list) => {
+                let backends: Vec<(u32, Option<ir::WeightedBackend>)> =
+                    list.iter().filter(|b| b.weight > 0).map(|b| (b.weight, Some(b.clone()))).collect();
+                let total = backends.iter().map(|(w, _)| *w).sum();
+                Action::Forward { backends, total, next: AtomicUsize::new(0) }
+            }
+            RuleAction::Redirect(r) => Action::Redirect(r.clone()),
+            RuleAction::Respond { status } => Action::Respond(*status),
+        };
+        Self { name: r.route.as_str().into(), grpc: r.grpc, filters: r.filters.clone(), action, timeouts: r.timeouts.clone() }
+    }
+
+    /// The backend for the next request, spreading requests over backends in proportion to
+    /// their weights (a deterministic weighted round-robin). `Err(())` when the share falls
+    /// on an invalid backend or there is none: the request answers 500.
+    pub fn pick(&self) -> Result<&ir::WeightedBackend, ()> {
+        let Action::Forward { backends, total, next } = &self.action else { return Err(()) };
+        if *total == 0 {
+            return Err(());
+        }
+        // Spread with a multiplicative step so consecutive requests interleave backends.
+        let n = next.fetch_add(1, Ordering::Relaxed) as u64;
+        let mut slot = ((n.wrapping_mul(2_654_435_761)) % u64::from(*total)) as u32;
+        for (w, b) in backends {
+            if slot < *w {
+                return b.as_ref().filter(|b| b.backend.is_some()).ok_or(());
+            }
+            slot -= w;
+        }
+        Err(())
+    }
+}
+
+impl Matcher {
+    /// `None` when a regex does not compile: translation validated them, so this only guards
+    /// against an IR from elsewhere.
+    fn compile(m: &ir::HttpMatch) -> Option<Self> {
+        let anchored = |re: &str| Regex::new(&format!("^(?:{re})$")).ok();
+        let value = |v: &StringMatch| -> Option<ValueMatcher> {
+            Some(match v {
+                StringMatch::Exact(s) => ValueMatcher::Exact(s.clone()),
+                StringMatch::Regex(r) => ValueMatcher::Regex(anchored(r)?),
+            })
+        };
+        Some(Self {
+            path: match &m.path {
+                PathMatch::Exact(p) => PathMatcher::Exact(p.clone()),
+                PathMatch::Prefix(p) => PathMatcher::Prefix(p.clone()),
+                PathMatch::Regex(r) => PathMatcher::Regex(anchored(r)?),
+            },
+            method: m.method.as_deref().and_then(|s| s.parse().ok()),
+            headers: m
+                .headers
+                .iter()
+                .map(|h| Some((http::HeaderName::from_bytes(h.name.as_bytes()).ok()?, value(&h.value)?)))
+                .collect::<Option<_>>()?,
+            query: m.query_params.iter().map(|q| Some((q.name.clone(), value(&q.value)?))).collect::<Option<_>>()?,
+        })
+    }
+
+    pub fn matches(&self, method: &http::Method, path: &str, headers: &http::HeaderMap, query: &[(String, String)]) -> bool {
+        let path_ok = match &self.path {
+            PathMatcher::Exact(p) => path == p,
+            PathMatcher::Prefix(p) => has_prefix(path, p),
+            PathMatcher::Regex(r) => r.is_match(path),
+        };
+        path_ok
+            && self.method.as_ref().is_none_or(|m| m == method)
+            && self.headers.iter().all(|(name, v)| {
+                // Repeated headers match as their comma-joined value, as HTTP folds them.
+                let mut values = headers.get_all(name).iter().filter_map(|h| h.to_str().ok());
+                match (values.next(), values.next()) {
+                    (None, _) => false,
+                    (Some(one), None) => v.matches(one),
+                    (Some(first), Some(second)) => {
+                        let joined = [first, second].into_iter().chain(values).collect::<Vec<_>>().join(",");
+                        v.matches(&joined)
+                    }
+                }
+            })
+            // The first value of a repeated parameter is the one matched, as Envoy does.
+            && self.query.iter().all(|(name, v)| query.iter().find(|(k, _)| k == name).is_some_and(|(_, val)| v.matches(val)))
+    }
+}

@@ -1,0 +1,379 @@
+//! The request path, as straight-line phases: pick the listener and virtual host, match a
+//! rule, run its request filters, then redirect, answer, or forward to a backend and run the
+//! response filters. Everything read here was compiled before the request arrived.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header, uri::PathAndQuery};
+use hyper::body::Incoming;
+use http_body_util::BodyExt;
+use tokio::time::Instant;
+use translate::ir::{BackendProtocol, HeaderModifier, HttpFilter, PathRewrite, Redirect};
+
+use crate::{
+    Body, Shared,
+    config::{Action, BindConfig, PathMatcher, Rule},
+    hostmap::normalize_host,
+    path,
+    respond::{Refusal, empty},
+};
+
+/// What a request knows of its connection.
+pub struct Conn {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub tls: bool,
+    /// For TLS: the listener the SNI chose; a request whose Host picks another answers 421.
+    pub sni_listener: Option<usize>,
+}
+
+pub async fn handle(mut req: Request<Incoming>, bind: Arc<BindConfig>, conn: Arc<Conn>, shared: Arc<Shared>) -> Response<Body> {
+    let started = Instant::now();
+    let grpc = is_grpc(req.headers());
+    let (response, labels) = match route(&mut req, &bind, &conn) {
+        Err(refusal) => (refusal.into_response(grpc), None),
+        Ok((listener, rule, matched_prefix)) => {
+            let labels = (bind.listeners[listener].name.clone(), rule.name.clone());
+            let response = match run_rule(req, &bind, &conn, &shared, &rule, matched_prefix).await {
+                Ok(r) => r,
+                Err(refusal) => refusal.into_response(rule.grpc || grpc),
+            };
+            (response, Some(labels))
+        }
+    };
+    shared.metrics.record(labels, response.status(), started.elapsed());
+    response
+}
+
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Listener, virtual host and rule for a request; the path is normalized in place.
+fn route(req: &mut Request<Incoming>, bind: &BindConfig, conn: &Conn) -> Result<(usize, Arc<Rule>, Option<String>), Refusal> {
+    let raw_host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or("");
+    let host = normalize_host(raw_host).into_owned();
+    let &listener = bind.by_host.get(&host).ok_or(Refusal::NoRoute)?;
+    if conn.sni_listener.is_some_and(|l| l != listener) {
+        return Err(Refusal::Misdirected);
+    }
+    let l = &bind.listeners[listener];
+    let entries = l.vhosts.get(&host).ok_or(Refusal::NoRoute)?;
+
+    let normalized = path::normalize(req.uri().path()).ok_or(Refusal::BadRequest)?;
+    if let std::borrow::Cow::Owned(p) = &normalized {
+        let pq = match req.uri().query() {
+            Some(q) => format!("{p}?{q}"),
+            None => p.clone(),
+        };
+        let mut parts = req.uri().clone().into_parts();
+        parts.path_and_query = Some(PathAndQuery::try_from(pq).map_err(|_| Refusal::BadRequest)?);
+        *req.uri_mut() = Uri::from_parts(parts).map_err(|_| Refusal::BadRequest)?;
+    }
+    let path = req.uri().path();
+    let query = parse_query(req.uri().query());
+    let entry = entries
+        .iter()
+        .find(|e| e.matcher.matches(req.method(), path, req.headers(), &query))
+        .ok_or(Refusal::NoRoute)?;
+    let prefix = match &entry.matcher.path {
+        PathMatcher::Prefix(p) => Some(p.clone()),
+        _ => None,
+    };
+    Ok((listener, l.rules[entry.rule].clone(), prefix))
+}
+
+fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
+    let Some(q) = query else { return Vec::new() };
+    q.split('&')
+        .filter(|s| !s.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => match s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                Some(v) => {
+                    out.push(v);
+                    i += 3;
+                }
+                None => {
+                    out.push(b'%');
+                    i += 1;
+                }
+            },
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn run_rule(
+    mut req: Request<Incoming>,
+    bind: &BindConfig,
+    conn: &Conn,
+    shared: &Shared,
+    rule: &Rule,
+    prefix: Option<String>,
+) -> Result<Response<Body>, Refusal> {
+    apply_request_filters(&mut req, &rule.filters, prefix.as_deref())?;
+    match &rule.action {
+        Action::Respond(status) => Err(if *status == 500 { Refusal::Invalid } else { Refusal::NoRoute }),
+        Action::Redirect(r) => Ok(redirect(&req, r, conn, prefix.as_deref())),
+        Action::Forward { .. } => {
+            let choice = rule.pick().map_err(|()| Refusal::Invalid)?;
+            apply_request_filters(&mut req, &choice.filters, prefix.as_deref())?;
+            let key = choice.backend.as_deref().ok_or(Refusal::Invalid)?;
+            let backend = bind.backends.by_key.get(key).ok_or(Refusal::Invalid)?;
+            let endpoint = match &backend.external_name {
+                Some((host, port)) => tokio::net::lookup_host((host.as_str(), *port))
+                    .await
+                    .ok()
+                    .and_then(|mut addrs| addrs.next())
+                    .ok_or(Refusal::NoEndpoints)?,
+                None => backend.endpoint().ok_or(Refusal::NoEndpoints)?,
+            };
+            let timeout = rule
+                .timeouts
+                .as_ref()
+                .and_then(|t| match (t.request_ms, t.backend_request_ms) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                })
+                .map(Duration::from_millis);
+            let forward = forward(req, endpoint, backend.protocol, conn, shared);
+            let mut response = match timeout {
+                Some(t) => tokio::time::timeout(t, forward).await.map_err(|_| Refusal::Timeout)??,
+                None => forward.await?,
+            };
+            for f in rule.filters.iter().chain(&choice.filters) {
+                if let HttpFilter::ResponseHeaders(m) = f {
+                    modify_headers(response.headers_mut(), m);
+                }
+            }
+            Ok(response)
+        }
+    }
+}
+
+fn apply_request_filters(req: &mut Request<Incoming>, filters: &[HttpFilter], prefix: Option<&str>) -> Result<(), Refusal> {
+    for f in filters {
+        match f {
+            HttpFilter::RequestHeaders(m) => modify_headers(req.headers_mut(), m),
+            HttpFilter::UrlRewrite(rw) => {
+                if let Some(host) = &rw.hostname {
+                    let value = HeaderValue::from_str(host).map_err(|_| Refusal::Invalid)?;
+                    req.headers_mut().insert(header::HOST, value);
+                }
+                if let Some(p) = &rw.path {
+                    let new_path = rewrite_path(req.uri().path(), p, prefix);
+                    let pq = match req.uri().query() {
+                        Some(q) => format!("{new_path}?{q}"),
+                        None => new_path,
+                    };
+                    let mut parts = req.uri().clone().into_parts();
+                    parts.path_and_query = Some(PathAndQuery::try_from(pq).map_err(|_| Refusal::Invalid)?);
+                    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| Refusal::Invalid)?;
+                }
+            }
+            // Mirroring needs the body twice; it is not carried out yet.
+            HttpFilter::Mirror(_) | HttpFilter::ResponseHeaders(_) => {}
+        }
+    }
+    Ok(())
+}
+
+fn modify_headers(headers: &mut HeaderMap, m: &HeaderModifier) {
+    for (name, value) in &m.set {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            headers.insert(n, v);
+        }
+    }
+    for (name, value) in &m.add {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            headers.append(n, v);
+        }
+    }
+    for name in &m.remove {
+        headers.remove(name.as_str());
+    }
+}
+
+/// ReplaceFullPath, or ReplacePrefixMatch with the spec's trailing-slash rules: replacing
+/// `/foo` by `/bar` maps `/foo/x` to `/bar/x`; by `/` maps it to `/x`.
+fn rewrite_path(path: &str, rewrite: &PathRewrite, prefix: Option<&str>) -> String {
+    match rewrite {
+        PathRewrite::Full(p) => p.clone(),
+        PathRewrite::Prefix(replacement) => {
+            let prefix = prefix.unwrap_or("/");
+            let prefix = prefix.strip_suffix('/').unwrap_or(prefix);
+            let rest = path.get(prefix.len()..).unwrap_or("");
+            let replacement = replacement.strip_suffix('/').unwrap_or(replacement);
+            let joined = format!("{replacement}{rest}");
+            if joined.is_empty() {
+                "/".into()
+            } else if joined.starts_with('/') {
+                joined
+            } else {
+                format!("/{joined}")
+            }
+        }
+    }
+}
+
+fn redirect(req: &Request<Incoming>, r: &Redirect, conn: &Conn, prefix: Option<&str>) -> Response<Body> {
+    let request_scheme = if conn.tls { "https" } else { "http" };
+    let scheme = r.scheme.as_deref().unwrap_or(request_scheme);
+    let raw_host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or(req.uri().host()).unwrap_or("");
+    let host = r.hostname.clone().unwrap_or_else(|| normalize_host(raw_host).into_owned());
+    let port = r.port.unwrap_or(match r.scheme.as_deref() {
+        Some("http") => 80,
+        Some("https") => 443,
+        _ => conn.local.port(),
+    });
+    let default_port = (scheme == "http" && port == 80) || (scheme == "https" && port == 443);
+    let path = match &r.path {
+        Some(p) => rewrite_path(req.uri().path(), p, prefix),
+        None => req.uri().path().to_string(),
+    };
+    let mut location = if default_port { format!("{scheme}://{host}{path}") } else { format!("{scheme}://{host}:{port}{path}") };
+    if let Some(q) = req.uri().query() {
+        location.push('?');
+        location.push_str(q);
+    }
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::FOUND);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, those named in `Connection` too, keeping what an upgrade needs.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    if let Some(u) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, u.clone());
+    }
+}
+
+async fn forward(
+    mut req: Request<Incoming>,
+    endpoint: SocketAddr,
+    protocol: BackendProtocol,
+    conn: &Conn,
+    shared: &Shared,
+) -> Result<Response<Body>, Refusal> {
+    let upgrade = is_upgrade(req.headers()).then(|| req.headers().get(header::UPGRADE).cloned()).flatten();
+    let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let (mut parts, body) = req.into_parts();
+    parts.uri = Uri::try_from(format!("http://{endpoint}{pq}")).map_err(|_| Refusal::BadRequest)?;
+    strip_hop_by_hop(&mut parts.headers, upgrade.as_ref());
+    if let Some(h) = &host {
+        parts.headers.insert(header::HOST, h.clone());
+        parts.headers.insert(HeaderName::from_static("x-forwarded-host"), h.clone());
+    }
+    append_forwarded_for(&mut parts.headers, conn.peer);
+    parts.headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+    );
+    let client = match protocol {
+        BackendProtocol::H2c => {
+            parts.version = http::Version::HTTP_2;
+            &shared.clients.h2c
+        }
+        BackendProtocol::Http1 | BackendProtocol::WebSocket => {
+            parts.version = http::Version::HTTP_11;
+            &shared.clients.http1
+        }
+    };
+    let mut response = client.request(Request::from_parts(parts, body)).await.map_err(|e| {
+        tracing::debug!(%endpoint, "upstream request failed: {e}");
+        Refusal::UpstreamFailed
+    })?;
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(downstream) = downstream_upgrade
+    {
+        let upstream = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            if let (Ok(down), Ok(up)) = (downstream.await, upstream.await) {
+                let mut down = hyper_util::rt::TokioIo::new(down);
+                let mut up = hyper_util::rt::TokioIo::new(up);
+                let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+            }
+        });
+        let (parts, _) = response.into_parts();
+        return Ok(Response::from_parts(parts, empty()));
+    }
+    strip_hop_by_hop(response.headers_mut(), None);
+    Ok(response.map(|b| b.map_err(Into::into).boxed_unsync()))
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
+    let ip = peer.ip().to_canonical().to_string();
+    let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(existing) => format!("{existing}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+}

@@ -1,0 +1,146 @@
+//! Sockets and connections: one accept loop per bound address, serving HTTP/1.1 and HTTP/2
+//! (h2c by prior knowledge, h2 by ALPN over TLS) with hyper, under limits that keep a hostile
+//! client from hurting others. A stopped socket stops accepting at once and lets its
+//! connections finish, up to a deadline.
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use rustls::ServerConfig;
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{oneshot, watch},
+};
+
+use crate::{Shared, config::BindConfig, handler};
+
+/// What a socket serves now; swapped whole on reconfiguration.
+pub struct BindState {
+    pub config: Arc<BindConfig>,
+    pub tls: Option<Arc<ServerConfig>>,
+}
+
+/// Opens a listening socket the way a proxy wants it: address reuse, a deep backlog.
+pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(address), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+fn builder() -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        // Slow clients: the whole request head must arrive in time.
+        .header_read_timeout(Duration::from_secs(10))
+        // Request line plus headers; past it hyper answers 431.
+        .max_buf_size(64 * 1024)
+        .max_headers(100);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_header_list_size(64 * 1024)
+        // Rapid reset (CVE-2023-44487) and its locally-provoked variant.
+        .max_pending_accept_reset_streams(50)
+        .max_local_error_reset_streams(256)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+/// Accepts until `stop` carries a drain deadline; then closes the socket (signalled on
+/// `closed`) and waits for its connections to finish, up to the deadline.
+pub async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<ArcSwap<BindState>>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<Option<Duration>>,
+    closed: oneshot::Sender<()>,
+) {
+    let local = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(builder());
+    loop {
+        // NOTE: accept() is cancel-safe, so losing the race to `stop` drops no connection.
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let watcher = graceful.watcher();
+                    let (state, shared, builder) = (state.clone(), shared.clone(), builder.clone());
+                    tokio::spawn(async move {
+                        serve(stream, peer, local, state, shared, &builder, watcher).await;
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off rather than spin.
+                    tracing::warn!(%local, "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    let _ = closed.send(());
+    let deadline = stop.borrow().unwrap_or(Duration::ZERO);
+    if tokio::time::timeout(deadline, graceful.shutdown()).await.is_err() {
+        tracing::info!(%local, "drain deadline reached; closing the remaining connections");
+    }
+}
+
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    state: Arc<ArcSwap<BindState>>,
+    shared: Arc<Shared>,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let tls = state.load().tls.clone();
+    match tls {
+        None => {
+            let conn = Arc::new(handler::Conn { peer, local, tls: false, sni_listener: None });
+            let svc = service(state, shared, conn);
+            let _ = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned()).await;
+        }
+        Some(config) => {
+            let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+            // A client that never finishes its handshake must not hold a connection forever.
+            let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), accept).await else { return };
+            let sni = tls.get_ref().1.server_name().map(str::to_ascii_lowercase).unwrap_or_default();
+            let sni_listener = state.load().config.by_host.get(&sni).copied();
+            let conn = Arc::new(handler::Conn { peer, local, tls: true, sni_listener });
+            let svc = service(state, shared, conn);
+            let _ = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).into_owned()).await;
+        }
+    }
+}
+
+fn service(
+    state: Arc<ArcSwap<BindState>>,
+    shared: Arc<Shared>,
+    conn: Arc<handler::Conn>,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<crate::Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<http::Response<crate::Body>, Infallible>> + Send,
+> + Clone {
+    service_fn(move |req| {
+        // Each request runs to completion on the configuration current when it arrived.
+        let bind = state.load().config.clone();
+        let (conn, shared) = (conn.clone(), shared.clone());
+        async move { Ok::<_, Infallible>(handler::handle(req, bind, conn, shared).await) }
+    })
+}

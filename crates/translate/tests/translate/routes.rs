@@ -1,0 +1,332 @@
+//! Route parent status: attachment reasons, backend reference resolution, which parents
+//! get an entry and how the entry names its parent.
+
+use api::Kind;
+use serde_json::json;
+
+use crate::common::{attached_routes, cond, listener, parent, parent_names, run};
+
+const GATEWAY_INFRA: &str = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: infra}
+spec:
+  gatewayClassName: gatehouse
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+";
+
+fn route(name: &str, namespace: &str, spec: &str) -> String {
+    format!(
+        "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+{spec}---
+"
+    )
+}
+
+#[test]
+fn same_namespace_listener_rejects_routes_from_other_namespaces() {
+    let t = run(&format!(
+        "{GATEWAY_INFRA}{}{}",
+        route("inside", "infra", "  parentRefs: [{name: gw}]\n"),
+        route("outside", "apps", "  parentRefs: [{name: gw, namespace: infra}]\n"),
+    ));
+    let inside = t.route("infra", "inside");
+    assert_eq!(cond(parent(&inside, "gw"), "Accepted"), "True/Accepted");
+    let outside = t.route("apps", "outside");
+    let p = parent(&outside, "gw");
+    assert_eq!(cond(p, "Accepted"), "False/NotAllowedByListeners");
+    // ResolvedRefs is written on parents that did not accept the route too.
+    assert_eq!(cond(p, "ResolvedRefs"), "True/ResolvedRefs");
+    assert_eq!(attached_routes(listener(&t.gateway("infra", "gw"), "http")), 1);
+}
+
+#[test]
+fn selector_admits_routes_from_labelled_namespaces() {
+    let t = run(&format!(
+        "\
+apiVersion: v1
+kind: Namespace
+metadata: {{name: web, labels: {{team: web}}}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: other}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: infra}}
+spec:
+  gatewayClassName: gatehouse
+  listeners:
+  - name: by-label
+    port: 80
+    protocol: HTTP
+    hostname: label.example.com
+    allowedRoutes: {{namespaces: {{from: Selector, selector: {{matchLabels: {{team: web}}}}}}}}
+  - name: by-name
+    port: 80
+    protocol: HTTP
+    hostname: name.example.com
+    allowedRoutes:
+      namespaces:
+        from: Selector
+        selector:
+          matchExpressions: [{{key: kubernetes.io/metadata.name, operator: In, values: [undeclared]}}]
+---
+{}{}{}",
+        route("web", "web", "  parentRefs: [{name: gw, namespace: infra, sectionName: by-label}]\n"),
+        route("other", "other", "  parentRefs: [{name: gw, namespace: infra, sectionName: by-label}]\n"),
+        // A namespace without a Namespace object still carries its name label.
+        route("undeclared", "undeclared", "  parentRefs: [{name: gw, namespace: infra, sectionName: by-name}]\n"),
+    ));
+    assert_eq!(cond(parent(&t.route("web", "web"), "gw"), "Accepted"), "True/Accepted");
+    assert_eq!(cond(parent(&t.route("other", "other"), "gw"), "Accepted"), "False/NotAllowedByListeners");
+    assert_eq!(cond(parent(&t.route("undeclared", "undeclared"), "gw"), "Accepted"), "True/Accepted");
+    let gw = t.gateway("infra", "gw");
+    assert_eq!(attached_routes(listener(&gw, "by-label")), 1);
+    assert_eq!(attached_routes(listener(&gw, "by-name")), 1);
+}
+
+#[test]
+fn route_kind_not_allowed_by_listeners() {
+    let t = run("\
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  gatewayClassName: gatehouse
+  listeners:
+  - name: grpc-only
+    port: 80
+    protocol: HTTP
+    allowedRoutes: {kinds: [{kind: GRPCRoute}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web}
+spec:
+  parentRefs: [{name: gw}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: tcp}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: svc, port: 80}]}]
+");
+    let web = t.route("default", "web");
+    assert_eq!(cond(parent(&web, "gw"), "Accepted"), "False/NotAllowedByListeners");
+    assert_eq!(cond(parent(&web, "gw"), "ResolvedRefs"), "True/ResolvedRefs");
+    let tcp = t.status(Kind::TcpRoute, "default", "tcp");
+    assert_eq!(cond(parent(&tcp, "gw"), "Accepted"), "False/NotAllowedByListeners");
+    assert_eq!(attached_routes(listener(&t.gateway("default", "gw"), "grpc-only")), 0);
+}
+
+#[test]
+fn no_matching_parent_for_section_name_or_port() {
+    let t = run(&format!(
+        "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  gatewayClassName: gatehouse
+  listeners: [{{name: http, port: 80, protocol: HTTP}}]
+---
+{}{}{}{}",
+        route("section", "default", "  parentRefs: [{name: gw, sectionName: http1}]\n"),
+        route("port", "default", "  parentRefs: [{name: gw, port: 81}]\n"),
+        route("section-and-port", "default", "  parentRefs: [{name: gw, sectionName: http, port: 81}]\n"),
+        route("matching", "default", "  parentRefs: [{name: gw, sectionName: http, port: 80}]\n"),
+    ));
+    for name in ["section", "port", "section-and-port"] {
+        let r = t.route("default", name);
+        assert_eq!(cond(parent(&r, "gw"), "Accepted"), "False/NoMatchingParent", "{name}");
+        assert_eq!(cond(parent(&r, "gw"), "ResolvedRefs"), "True/ResolvedRefs", "{name}");
+    }
+    assert_eq!(cond(parent(&t.route("default", "matching"), "gw"), "Accepted"), "True/Accepted");
+    assert_eq!(attached_routes(listener(&t.gateway("default", "gw"), "http")), 1);
+}
+
+#[test]
+fn no_matching_listener_hostname() {
+    let t = run(&format!(
+        "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  gatewayClassName: gatehouse
+  listeners:
+  - {{name: exact, port: 80, protocol: HTTP, hostname: very.specific.com}}
+  - {{name: wildcard, port: 80, protocol: HTTP, hostname: '*.wildcard.io'}}
+---
+{}{}",
+        route("no-intersecting-hosts", "default", "  parentRefs: [{name: gw}]\n  hostnames: [specific.but.wrong.com, wildcard.io]\n"),
+        route("narrower", "default", "  parentRefs: [{name: gw}]\n  hostnames: ['*.specific.com']\n"),
+    ));
+    let none = t.route("default", "no-intersecting-hosts");
+    assert_eq!(cond(parent(&none, "gw"), "Accepted"), "False/NoMatchingListenerHostname");
+    assert_eq!(cond(parent(&t.route("default", "narrower"), "gw"), "Accepted"), "True/Accepted");
+    let gw = t.gateway("default", "gw");
+    assert_eq!(attached_routes(listener(&gw, "exact")), 1);
+    assert_eq!(attached_routes(listener(&gw, "wildcard")), 0);
+    // `*.specific.com` on `very.specific.com` serves only the listener's name.
+    let l = t.ir_listener("default/gw/exact");
+    let hosts: Vec<&str> = l.virtual_hosts.iter().flat_map(|v| &v.hostnames).map(String::as_str).collect();
+    assert_eq!(hosts, ["very.specific.com"]);
+}
+
+const BACKENDS: &str = "\
+apiVersion: v1
+kind: Service
+metadata: {name: web-backend, namespace: backends}
+spec: {ports: [{port: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: local, namespace: infra}
+spec: {ports: [{port: 8080}]}
+---
+";
+
+fn backend_route(name: &str, backend: &str) -> String {
+    route(name, "infra", &format!("  parentRefs: [{{name: gw}}]\n  rules: [{{backendRefs: [{backend}]}}]\n"))
+}
+
+#[test]
+fn backend_refs_resolution_reasons() {
+    let t = run(&format!(
+        "{GATEWAY_INFRA}{BACKENDS}{}{}{}{}{}",
+        backend_route("local", "{name: local, port: 8080}"),
+        backend_route("not-found", "{name: nonexistent, port: 8080}"),
+        backend_route("wrong-port", "{name: local, port: 9090}"),
+        backend_route("unknown-kind", "{group: unknownkind.example.com, kind: NonExistent, name: local}"),
+        backend_route("cross-namespace", "{name: web-backend, namespace: backends, port: 8080}"),
+    ));
+    let reason = |name: &str| cond(parent(&t.route("infra", name), "gw"), "ResolvedRefs");
+    assert_eq!(reason("local"), "True/ResolvedRefs");
+    assert_eq!(reason("not-found"), "False/BackendNotFound");
+    assert_eq!(reason("wrong-port"), "False/BackendNotFound");
+    assert_eq!(reason("unknown-kind"), "False/InvalidKind");
+    assert_eq!(reason("cross-namespace"), "False/RefNotPermitted");
+    // Unresolved backends do not stop the route from being accepted.
+    for name in ["local", "not-found", "wrong-port", "unknown-kind", "cross-namespace"] {
+        assert_eq!(cond(parent(&t.route("infra", name), "gw"), "Accepted"), "True/Accepted", "{name}");
+    }
+    assert_eq!(attached_routes(listener(&t.gateway("infra", "gw"), "http")), 5);
+}
+
+#[test]
+fn reference_grant_in_backend_namespace_permits_the_backend() {
+    let grants = "\
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: routes, namespace: backends}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: infra}]
+  to: [{group: '', kind: Service, name: web-backend}]
+---
+";
+    let wrong_grants = "\
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: in-route-namespace, namespace: infra}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: infra}]
+  to: [{group: '', kind: Service}]
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: from-gateway, namespace: backends}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: infra}]
+  to: [{group: '', kind: Service}]
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: to-secret, namespace: backends}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: infra}]
+  to: [{group: '', kind: Secret}]
+---
+";
+    let route = backend_route("cross-namespace", "{name: web-backend, namespace: backends, port: 8080}");
+    let denied = run(&format!("{GATEWAY_INFRA}{BACKENDS}{wrong_grants}{route}"));
+    let p = parent(&denied.route("infra", "cross-namespace"), "gw").clone();
+    assert_eq!(cond(&p, "ResolvedRefs"), "False/RefNotPermitted");
+
+    let granted = run(&format!("{GATEWAY_INFRA}{BACKENDS}{grants}{route}"));
+    let p = parent(&granted.route("infra", "cross-namespace"), "gw").clone();
+    assert_eq!(cond(&p, "ResolvedRefs"), "True/ResolvedRefs");
+    assert!(granted.output.config.backends.contains_key("backends/web-backend:8080"));
+}
+
+#[test]
+fn parents_only_for_our_gateways() {
+    let t = run("\
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: other}
+spec: {controllerName: example.com/other}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: ours}
+spec:
+  gatewayClassName: gatehouse
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: theirs}
+spec:
+  gatewayClassName: other
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: mixed}
+spec:
+  parentRefs:
+  - {name: ours}
+  - {name: theirs}
+  - {name: missing}
+  - {group: '', kind: Service, name: ours}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: not-ours}
+spec:
+  parentRefs: [{name: theirs}]
+");
+    assert_eq!(parent_names(&t.route("default", "mixed")), ["ours"]);
+    assert_eq!(t.try_status(Kind::HttpRoute, "default", "not-ours"), None, "we write no status for routes of other controllers");
+}
+
+#[test]
+fn parent_entry_echoes_the_ref_with_defaults() {
+    let t = run(&format!(
+        "{GATEWAY_INFRA}{}{}",
+        route("local", "infra", "  parentRefs: [{name: gw, sectionName: http}]\n"),
+        route("remote", "apps", "  parentRefs: [{name: gw, namespace: infra, port: 80}]\n"),
+    ));
+    let local = t.route("infra", "local");
+    let p = &local["parents"][0];
+    assert_eq!(
+        p["parentRef"],
+        json!({"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw", "sectionName": "http"})
+    );
+    assert_eq!(p["controllerName"], "gatehouse.dev/gateway-controller");
+    assert_eq!(p["conditions"][0]["observedGeneration"], 1);
+    let remote = t.route("apps", "remote");
+    assert_eq!(
+        remote["parents"][0]["parentRef"],
+        json!({"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "infra", "name": "gw", "port": 80})
+    );
+}
