@@ -115,10 +115,7 @@ fn opaque() -> String {
 impl Secret {
     /// A key's bytes, `stringData` winning over `data` as the API server merges them.
     pub fn get(&self, key: &str) -> Option<&[u8]> {
-        self.string_data
-            .get(key)
-            .map(|s| s.as_bytes())
-            .or_else(|| self.data.get(key).map(|b| b.0.as_slice()))
+        self.string_data.get(key).map(|s| s.as_bytes()).or_else(|| self.data.get(key).map(|b| b.0.as_slice()))
     }
 }
 

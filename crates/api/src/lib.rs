@@ -47,8 +47,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ROUTES: [Kind; 5] =
-        [Kind::HttpRoute, Kind::GrpcRoute, Kind::TlsRoute, Kind::TcpRoute, Kind::UdpRoute];
+    pub const ROUTES: [Kind; 5] = [Kind::HttpRoute, Kind::GrpcRoute, Kind::TlsRoute, Kind::TcpRoute, Kind::UdpRoute];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -11,24 +11,20 @@ use crate::{
     gateway::{Gateway, Listener, TlsMode},
     policy::BackendTlsPolicy,
     route::{
-        BackendRef, GrpcRoute, HttpPathModifier, HttpRoute, HttpRouteFilter, HttpRouteMatch,
-        ParentReference, PathMatchType, PathModifierType, StreamRoute,
+        BackendRef, GrpcRoute, HttpPathModifier, HttpRoute, HttpRouteFilter, HttpRouteMatch, ParentReference,
+        PathMatchType, PathModifierType, StreamRoute,
     },
 };
 
-static HOSTNAME: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$").unwrap()
-});
-static PRECISE_HOSTNAME: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$").unwrap()
-});
-static SECTION_NAME: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$").unwrap()
-});
+static HOSTNAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$").unwrap());
+static PRECISE_HOSTNAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$").unwrap());
+static SECTION_NAME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$").unwrap());
 static PATH_CHARS: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|[%][0-9a-fA-F]{2})+$").unwrap());
-static HEADER_NAME: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$").unwrap());
+static HEADER_NAME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$").unwrap());
 static DURATION: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^([0-9]{1,5}(h|m|s|ms)){1,4}$").unwrap());
 static GRPC_SERVICE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^(?i)\.?[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)*$").unwrap());
@@ -158,7 +154,10 @@ fn parent_refs(v: &mut Errors, refs: &[ParentReference]) {
             .filter(|q| q.section_name == p.section_name && q.port.unwrap_or(0) == p.port.unwrap_or(0))
             .count();
         if dupes > 1 {
-            v.add("spec.parentRefs", "sectionName or port must be unique when parentRefs includes 2 or more references to the same parent");
+            v.add(
+                "spec.parentRefs",
+                "sectionName or port must be unique when parentRefs includes 2 or more references to the same parent",
+            );
         }
         let _ = i;
     }
@@ -207,7 +206,9 @@ fn http_route(v: &mut Errors, r: &HttpRoute) {
             v.add(&path, "RequestRedirect filter must not be used together with backendRefs");
         }
         let one_prefix = rule.matches.len() == 1 && rule.matches[0].path.type_ == PathMatchType::PathPrefix;
-        if uses_prefix_replace(&rule.filters, |f| f.request_redirect.as_ref().and_then(|r| r.path.as_ref())) && !one_prefix {
+        if uses_prefix_replace(&rule.filters, |f| f.request_redirect.as_ref().and_then(|r| r.path.as_ref()))
+            && !one_prefix
+        {
             v.add(&path, "When using RequestRedirect filter with path.replacePrefixMatch, exactly one PathPrefix match must be specified");
         }
         if uses_prefix_replace(&rule.filters, |f| f.url_rewrite.as_ref().and_then(|r| r.path.as_ref())) && !one_prefix {
@@ -222,11 +223,17 @@ fn http_route(v: &mut Errors, r: &HttpRoute) {
         if let Some(t) = &rule.timeouts {
             for (name, value) in [("request", &t.request), ("backendRequest", &t.backend_request)] {
                 if let Some(d) = value {
-                    v.check(DURATION.is_match(d), &format!("{path}.timeouts.{name}"), "must be a duration such as 10s or 1m30s");
+                    v.check(
+                        DURATION.is_match(d),
+                        &format!("{path}.timeouts.{name}"),
+                        "must be a duration such as 10s or 1m30s",
+                    );
                 }
             }
-            if let (Some(req), Some(be)) = (t.request.as_deref().and_then(parse_duration_ms), t.backend_request.as_deref().and_then(parse_duration_ms))
-                && req != 0
+            if let (Some(req), Some(be)) = (
+                t.request.as_deref().and_then(parse_duration_ms),
+                t.backend_request.as_deref().and_then(parse_duration_ms),
+            ) && req != 0
                 && be > req
             {
                 v.add(&format!("{path}.timeouts"), "backendRequest timeout cannot be longer than request timeout");
@@ -243,8 +250,14 @@ fn http_route(v: &mut Errors, r: &HttpRoute) {
     }
 }
 
-fn uses_prefix_replace(filters: &[HttpRouteFilter], path: impl Fn(&HttpRouteFilter) -> Option<&HttpPathModifier>) -> bool {
-    filters.iter().filter_map(path).any(|p| p.type_ == PathModifierType::ReplacePrefixMatch && p.replace_prefix_match.is_some())
+fn uses_prefix_replace(
+    filters: &[HttpRouteFilter],
+    path: impl Fn(&HttpRouteFilter) -> Option<&HttpPathModifier>,
+) -> bool {
+    filters
+        .iter()
+        .filter_map(path)
+        .any(|p| p.type_ == PathModifierType::ReplacePrefixMatch && p.replace_prefix_match.is_some())
 }
 
 fn http_match(v: &mut Errors, path: &str, m: &HttpRouteMatch) {
@@ -274,7 +287,10 @@ fn http_match(v: &mut Errors, path: &str, m: &HttpRouteMatch) {
     }
     if let Some(method) = &m.method {
         v.check(
-            matches!(method.as_str(), "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE" | "PATCH"),
+            matches!(
+                method.as_str(),
+                "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE" | "PATCH"
+            ),
             &format!("{path}.method"),
             "must be one of GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH",
         );
@@ -298,7 +314,10 @@ fn filters(v: &mut Errors, path: &str, filters: &[HttpRouteFilter], http: bool) 
     for (i, f) in filters.iter().enumerate() {
         let here = format!("{path}[{i}]");
         if !allowed.contains(&f.type_.as_str()) {
-            v.add(&format!("{here}.type"), &format!("unsupported value {:?}: supported values are {allowed:?}", f.type_));
+            v.add(
+                &format!("{here}.type"),
+                &format!("unsupported value {:?}: supported values are {allowed:?}", f.type_),
+            );
             continue;
         }
         let fields = [
@@ -322,34 +341,65 @@ fn filters(v: &mut Errors, path: &str, filters: &[HttpRouteFilter], http: bool) 
         if let Some(m) = &f.request_mirror {
             backend_ref(v, &format!("{here}.requestMirror.backendRef"), &m.backend_ref);
             if m.percent.is_some() && m.fraction.is_some() {
-                v.add(&format!("{here}.requestMirror"), "Only one of percent or fraction may be specified in HTTPRequestMirrorFilter");
+                v.add(
+                    &format!("{here}.requestMirror"),
+                    "Only one of percent or fraction may be specified in HTTPRequestMirrorFilter",
+                );
             }
             if let Some(p) = m.percent {
                 v.check((0..=100).contains(&p), &format!("{here}.requestMirror.percent"), "must be between 0 and 100");
             }
             if let Some(fr) = &m.fraction {
-                v.check(fr.denominator >= 1 && fr.numerator >= 0, &format!("{here}.requestMirror.fraction"), "numerator must be >= 0 and denominator >= 1");
-                v.check(fr.numerator <= fr.denominator, &format!("{here}.requestMirror.fraction"), "numerator must be less than or equal to denominator");
+                v.check(
+                    fr.denominator >= 1 && fr.numerator >= 0,
+                    &format!("{here}.requestMirror.fraction"),
+                    "numerator must be >= 0 and denominator >= 1",
+                );
+                v.check(
+                    fr.numerator <= fr.denominator,
+                    &format!("{here}.requestMirror.fraction"),
+                    "numerator must be less than or equal to denominator",
+                );
             }
         }
         if let Some(r) = &f.request_redirect {
             if let Some(s) = &r.scheme {
-                v.check(s == "http" || s == "https", &format!("{here}.requestRedirect.scheme"), "must be http or https");
+                v.check(
+                    s == "http" || s == "https",
+                    &format!("{here}.requestRedirect.scheme"),
+                    "must be http or https",
+                );
             }
             if let Some(h) = &r.hostname {
-                v.check(PRECISE_HOSTNAME.is_match(h), &format!("{here}.requestRedirect.hostname"), "must be a valid precise hostname");
+                v.check(
+                    PRECISE_HOSTNAME.is_match(h),
+                    &format!("{here}.requestRedirect.hostname"),
+                    "must be a valid precise hostname",
+                );
             }
             if let Some(p) = r.port {
-                v.check((1..=65535).contains(&p), &format!("{here}.requestRedirect.port"), "must be between 1 and 65535");
+                v.check(
+                    (1..=65535).contains(&p),
+                    &format!("{here}.requestRedirect.port"),
+                    "must be between 1 and 65535",
+                );
             }
-            v.check([301, 302, 303, 307, 308].contains(&r.status_code), &format!("{here}.requestRedirect.statusCode"), "must be one of 301, 302, 303, 307, 308");
+            v.check(
+                [301, 302, 303, 307, 308].contains(&r.status_code),
+                &format!("{here}.requestRedirect.statusCode"),
+                "must be one of 301, 302, 303, 307, 308",
+            );
             if let Some(p) = &r.path {
                 path_modifier(v, &format!("{here}.requestRedirect.path"), p);
             }
         }
         if let Some(r) = &f.url_rewrite {
             if let Some(h) = &r.hostname {
-                v.check(PRECISE_HOSTNAME.is_match(h), &format!("{here}.urlRewrite.hostname"), "must be a valid precise hostname");
+                v.check(
+                    PRECISE_HOSTNAME.is_match(h),
+                    &format!("{here}.urlRewrite.hostname"),
+                    "must be a valid precise hostname",
+                );
             }
             if let Some(p) = &r.path {
                 path_modifier(v, &format!("{here}.urlRewrite.path"), p);
@@ -369,11 +419,23 @@ fn filters(v: &mut Errors, path: &str, filters: &[HttpRouteFilter], http: bool) 
 fn path_modifier(v: &mut Errors, path: &str, p: &HttpPathModifier) {
     match p.type_ {
         PathModifierType::ReplaceFullPath => {
-            v.check(p.replace_full_path.is_some(), path, "replaceFullPath must be specified when type is set to 'ReplaceFullPath'");
-            v.check(p.replace_prefix_match.is_none(), path, "type must be 'ReplacePrefixMatch' when replacePrefixMatch is set");
+            v.check(
+                p.replace_full_path.is_some(),
+                path,
+                "replaceFullPath must be specified when type is set to 'ReplaceFullPath'",
+            );
+            v.check(
+                p.replace_prefix_match.is_none(),
+                path,
+                "type must be 'ReplacePrefixMatch' when replacePrefixMatch is set",
+            );
         }
         PathModifierType::ReplacePrefixMatch => {
-            v.check(p.replace_prefix_match.is_some(), path, "replacePrefixMatch must be specified when type is set to 'ReplacePrefixMatch'");
+            v.check(
+                p.replace_prefix_match.is_some(),
+                path,
+                "replacePrefixMatch must be specified when type is set to 'ReplacePrefixMatch'",
+            );
             v.check(p.replace_full_path.is_none(), path, "type must be 'ReplaceFullPath' when replaceFullPath is set");
         }
     }
@@ -388,13 +450,21 @@ fn grpc_route(v: &mut Errors, r: &GrpcRoute) {
         for (j, m) in rule.matches.iter().enumerate() {
             let Some(method) = &m.method else { continue };
             let mpath = format!("{path}.matches[{j}].method");
-            v.check(method.service.is_some() || method.method.is_some(), &mpath, "One or both of 'service' or 'method' must be specified");
+            v.check(
+                method.service.is_some() || method.method.is_some(),
+                &mpath,
+                "One or both of 'service' or 'method' must be specified",
+            );
             if method.type_ == crate::route::ValueMatchType::Exact {
                 if let Some(s) = &method.service {
                     v.check(GRPC_SERVICE.is_match(s), &mpath, "service must only contain valid characters (matching ^(?i)\\.?[a-z_][a-z_0-9]*(\\.[a-z_][a-z_0-9]*)*$)");
                 }
                 if let Some(m) = &method.method {
-                    v.check(GRPC_METHOD.is_match(m), &mpath, "method must only contain valid characters (matching ^[A-Za-z_][A-Za-z_0-9]*$)");
+                    v.check(
+                        GRPC_METHOD.is_match(m),
+                        &mpath,
+                        "method must only contain valid characters (matching ^[A-Za-z_][A-Za-z_0-9]*$)",
+                    );
                 }
             } else {
                 for re in [&method.service, &method.method].into_iter().flatten() {
@@ -435,12 +505,19 @@ fn backend_tls_policy(v: &mut Errors, p: &BackendTlsPolicy) {
     let val = &p.spec.validation;
     v.check(!p.spec.target_refs.is_empty(), "spec.targetRefs", "must have at least 1 item");
     for t in &p.spec.target_refs {
-        let same: Vec<_> = p.spec.target_refs.iter().filter(|o| o.group == t.group && o.kind == t.kind && o.name == t.name).collect();
+        let same: Vec<_> =
+            p.spec.target_refs.iter().filter(|o| o.group == t.group && o.kind == t.kind && o.name == t.name).collect();
         if same.iter().any(|o| o.section_name.is_some() != t.section_name.is_some()) {
-            v.add("spec.targetRefs", "sectionName must be specified when targetRefs includes 2 or more references to the same target");
+            v.add(
+                "spec.targetRefs",
+                "sectionName must be specified when targetRefs includes 2 or more references to the same target",
+            );
         }
         if same.iter().filter(|o| o.section_name == t.section_name).count() > 1 {
-            v.add("spec.targetRefs", "sectionName must be unique when targetRefs includes 2 or more references to the same target");
+            v.add(
+                "spec.targetRefs",
+                "sectionName must be unique when targetRefs includes 2 or more references to the same target",
+            );
         }
     }
     let has_refs = !val.ca_certificate_refs.is_empty();
@@ -463,9 +540,16 @@ fn backend_tls_policy(v: &mut Errors, p: &BackendTlsPolicy) {
             }
             "URI" => {
                 v.check(uri, &path, "SubjectAltName element must contain URI, if Type is set to URI");
-                v.check(!hostname, &path, "SubjectAltName element must not contain Hostname, if Type is not set to Hostname");
+                v.check(
+                    !hostname,
+                    &path,
+                    "SubjectAltName element must not contain Hostname, if Type is not set to Hostname",
+                );
             }
-            other => v.add(&format!("{path}.type"), &format!("unsupported value {other:?}: supported values are Hostname, URI")),
+            other => v.add(
+                &format!("{path}.type"),
+                &format!("unsupported value {other:?}: supported values are Hostname, URI"),
+            ),
         }
     }
     v.0.dedup();

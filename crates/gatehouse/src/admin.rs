@@ -21,7 +21,11 @@ struct Admin {
     registry: Arc<Registry>,
 }
 
-pub async fn serve(listener: TcpListener, published: watch::Receiver<Arc<Published>>, registry: Arc<Registry>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    published: watch::Receiver<Arc<Published>>,
+    registry: Arc<Registry>,
+) -> std::io::Result<()> {
     let app = Router::new()
         .route("/ready", get(ready))
         .route("/status", get(status))
@@ -52,7 +56,8 @@ async fn config(State(a): State<Admin>) -> Json<serde_json::Value> {
 async fn metrics(State(a): State<Admin>) -> Response {
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &a.registry) {
-        Ok(()) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response(),
+        Ok(()) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+            .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }

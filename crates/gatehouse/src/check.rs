@@ -63,14 +63,18 @@ fn table(statuses: &[ResourceStatus], errors: &[crate::source::ConfigError]) -> 
                 g.conditions.iter().collect(),
                 g.listeners
                     .iter()
-                    .map(|l| (format!("listener {} (routes: {})", l.name, l.attached_routes), l.conditions.iter().collect()))
+                    .map(|l| {
+                        (format!("listener {} (routes: {})", l.name, l.attached_routes), l.conditions.iter().collect())
+                    })
                     .collect(),
             ),
             Status::ListenerSet(g) => (
                 g.conditions.iter().collect(),
                 g.listeners
                     .iter()
-                    .map(|l| (format!("listener {} (routes: {})", l.name, l.attached_routes), l.conditions.iter().collect()))
+                    .map(|l| {
+                        (format!("listener {} (routes: {})", l.name, l.attached_routes), l.conditions.iter().collect())
+                    })
                     .collect(),
             ),
             Status::Route(r) => (
@@ -79,19 +83,42 @@ fn table(statuses: &[ResourceStatus], errors: &[crate::source::ConfigError]) -> 
                     .iter()
                     .map(|p| {
                         let ns = p.parent_ref.namespace.as_deref().map(|n| format!("{n}/")).unwrap_or_default();
-                        let section = p.parent_ref.section_name.as_deref().map(|s| format!(" section {s}")).unwrap_or_default();
-                        (format!("parent {} {ns}{}{section}", p.parent_ref.kind, p.parent_ref.name), p.conditions.iter().collect())
+                        let section =
+                            p.parent_ref.section_name.as_deref().map(|s| format!(" section {s}")).unwrap_or_default();
+                        (
+                            format!("parent {} {ns}{}{section}", p.parent_ref.kind, p.parent_ref.name),
+                            p.conditions.iter().collect(),
+                        )
                     })
                     .collect(),
             ),
             Status::Policy(p) => (
                 vec![],
-                p.ancestors.iter().map(|a| (format!("ancestor {}", a.ancestor_ref.name), a.conditions.iter().collect())).collect(),
+                p.ancestors
+                    .iter()
+                    .map(|a| (format!("ancestor {}", a.ancestor_ref.name), a.conditions.iter().collect()))
+                    .collect(),
             ),
         };
-        let _ = writeln!(out, "{:<16} {:<40} {:<9} {:<9} {}", s.kind.as_str(), name, cell(&own, "Accepted"), cell(&own, "ResolvedRefs"), problems(&own));
+        let _ = writeln!(
+            out,
+            "{:<16} {:<40} {:<9} {:<9} {}",
+            s.kind.as_str(),
+            name,
+            cell(&own, "Accepted"),
+            cell(&own, "ResolvedRefs"),
+            problems(&own)
+        );
         for (label, conditions) in details {
-            let _ = writeln!(out, "{:<16} {:<40} {:<9} {:<9} {}", "", format!("  {label}"), cell(&conditions, "Accepted"), cell(&conditions, "ResolvedRefs"), problems(&conditions));
+            let _ = writeln!(
+                out,
+                "{:<16} {:<40} {:<9} {:<9} {}",
+                "",
+                format!("  {label}"),
+                cell(&conditions, "Accepted"),
+                cell(&conditions, "ResolvedRefs"),
+                problems(&conditions)
+            );
         }
     }
     if !errors.is_empty() {

@@ -40,7 +40,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(source: FileSource, settings: Settings, proxy: proxy::Proxy, metrics: Metrics) -> (Self, watch::Receiver<Arc<Published>>) {
+    pub fn new(
+        source: FileSource,
+        settings: Settings,
+        proxy: proxy::Proxy,
+        metrics: Metrics,
+    ) -> (Self, watch::Receiver<Arc<Published>>) {
         let (tx, rx) = watch::channel(Arc::new(Published::default()));
         (Self { source, store: Store::default(), settings, proxy, metrics, fingerprint: None, published: tx }, rx)
     }
@@ -65,7 +70,11 @@ impl Engine {
 
         // Translate, apply, and translate again if the data plane could not bind something,
         // so that status reports it. Facts start afresh each time: a port may have been freed.
-        let mut settings = Settings { unavailable_ports: Default::default(), unusable_addresses: Default::default(), ..self.settings.clone() };
+        let mut settings = Settings {
+            unavailable_ports: Default::default(),
+            unusable_addresses: Default::default(),
+            ..self.settings.clone()
+        };
         let mut output;
         let mut rounds = 0;
         loop {
@@ -74,7 +83,10 @@ impl Engine {
             self.metrics.translation_seconds.observe(started.elapsed().as_secs_f64());
             let report = self.proxy.apply(Arc::new(output.config.clone())).await;
             rounds += 1;
-            if (report.unavailable_ports == settings.unavailable_ports && report.unusable_addresses == settings.unusable_addresses) || rounds == 3 {
+            if (report.unavailable_ports == settings.unavailable_ports
+                && report.unusable_addresses == settings.unusable_addresses)
+                || rounds == 3
+            {
                 break;
             }
             settings.unavailable_ports = report.unavailable_ports;
@@ -109,7 +121,9 @@ impl Engine {
 fn summarize(statuses: &[ResourceStatus]) -> String {
     let bad: Vec<String> = statuses
         .iter()
-        .filter(|s| s.conditions().iter().any(|c| c.type_ == "Accepted" && c.status != api::meta::ConditionStatus::True))
+        .filter(|s| {
+            s.conditions().iter().any(|c| c.type_ == "Accepted" && c.status != api::meta::ConditionStatus::True)
+        })
         .map(|s| s.key().to_string())
         .collect();
     if bad.is_empty() { "none".into() } else { bad.join(", ") }

@@ -84,7 +84,9 @@ struct CheckArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    api::validate::parse_duration_ms(s).map(Duration::from_millis).ok_or_else(|| format!("{s:?} is not a duration such as 30s"))
+    api::validate::parse_duration_ms(s)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{s:?} is not a duration such as 30s"))
 }
 
 fn main() -> ExitCode {
@@ -98,7 +100,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Check(args) => {
-            let (report, healthy) = check::check(source::FileSource::new(args.common.config.clone()), &args.common.settings(), args.output);
+            let (report, healthy) =
+                check::check(source::FileSource::new(args.common.config.clone()), &args.common.settings(), args.output);
             print!("{report}");
             return if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE };
         }
@@ -124,7 +127,9 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = metrics::Metrics::register(&mut registry);
     let proxy = proxy::Proxy::new(&mut registry);
-    let admin = tokio::net::TcpListener::bind(args.admin).await.with_context(|| format!("binding the admin API on {}", args.admin))?;
+    let admin = tokio::net::TcpListener::bind(args.admin)
+        .await
+        .with_context(|| format!("binding the admin API on {}", args.admin))?;
     tracing::info!(address = %admin.local_addr()?, "admin API listening");
 
     let source = source::FileSource::new(args.common.config.clone());

@@ -34,10 +34,18 @@ impl Metrics {
         let r = registry.sub_registry_with_prefix("gatehouse");
         r.register("config_generation", "Generation of the file set last processed", m.generation.clone());
         r.register("resources", "Resources in the current configuration, by kind", m.resources.clone());
-        r.register("translation_seconds", "Time to translate resources into the IR and statuses", m.translation_seconds.clone());
+        r.register(
+            "translation_seconds",
+            "Time to translate resources into the IR and statuses",
+            m.translation_seconds.clone(),
+        );
         r.register("reloads", "Changes of the file set processed", m.reloads.clone());
         r.register("reload_errors", "Reloads in which some file or resource was rejected", m.reload_errors.clone());
-        r.register("config_errors", "Files, documents and resources rejected in the last reload", m.config_errors.clone());
+        r.register(
+            "config_errors",
+            "Files, documents and resources rejected in the last reload",
+            m.config_errors.clone(),
+        );
         m
     }
 }

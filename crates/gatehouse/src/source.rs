@@ -71,7 +71,12 @@ impl FileSource {
         let mut files = Vec::new();
         for path in &self.paths {
             if let Err(e) = collect(path, &mut files) {
-                reading.errors.push(ConfigError { file: path.display().to_string(), document: None, object: None, message: e.to_string() });
+                reading.errors.push(ConfigError {
+                    file: path.display().to_string(),
+                    document: None,
+                    object: None,
+                    message: e.to_string(),
+                });
             }
         }
         files.sort();
@@ -84,7 +89,12 @@ impl FileSource {
             let text = match std::fs::read_to_string(&file) {
                 Ok(t) => t,
                 Err(e) => {
-                    reading.errors.push(ConfigError { file: name, document: None, object: None, message: e.to_string() });
+                    reading.errors.push(ConfigError {
+                        file: name,
+                        document: None,
+                        object: None,
+                        message: e.to_string(),
+                    });
                     continue;
                 }
             };
@@ -118,7 +128,12 @@ impl FileSource {
                         continue;
                     }
                     Err(e) => {
-                        reading.errors.push(ConfigError { file: name.clone(), document: Some(document), object: label, message: e.to_string() });
+                        reading.errors.push(ConfigError {
+                            file: name.clone(),
+                            document: Some(document),
+                            object: label,
+                            message: e.to_string(),
+                        });
                         continue;
                     }
                 };

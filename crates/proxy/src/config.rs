@@ -107,12 +107,15 @@ impl Backends {
             .backends
             .iter()
             .map(|(k, b)| {
-                (k.clone(), Backend {
-                    endpoints: b.endpoints.clone(),
-                    protocol: b.protocol,
-                    external_name: b.external_name.clone(),
-                    next: AtomicUsize::new(0),
-                })
+                (
+                    k.clone(),
+                    Backend {
+                        endpoints: b.endpoints.clone(),
+                        protocol: b.protocol,
+                        external_name: b.external_name.clone(),
+                        next: AtomicUsize::new(0),
+                    },
+                )
             })
             .collect();
         Self { by_key }
@@ -165,7 +168,13 @@ impl Rule {
             RuleAction::Redirect(r) => Action::Redirect(r.clone()),
             RuleAction::Respond { status } => Action::Respond(*status),
         };
-        Self { name: r.route.as_str().into(), grpc: r.grpc, filters: r.filters.clone(), action, timeouts: r.timeouts.clone() }
+        Self {
+            name: r.route.as_str().into(),
+            grpc: r.grpc,
+            filters: r.filters.clone(),
+            action,
+            timeouts: r.timeouts.clone(),
+        }
     }
 
     /// The backend for the next request, spreading requests over backends in proportion to
@@ -216,7 +225,13 @@ impl Matcher {
         })
     }
 
-    pub fn matches(&self, method: &http::Method, path: &str, headers: &http::HeaderMap, query: &[(String, String)]) -> bool {
+    pub fn matches(
+        &self,
+        method: &http::Method,
+        path: &str,
+        headers: &http::HeaderMap,
+        query: &[(String, String)],
+    ) -> bool {
         let path_ok = match &self.path {
             PathMatcher::Exact(p) => path == p,
             PathMatcher::Prefix(p) => has_prefix(path, p),

@@ -5,8 +5,8 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header, uri::PathAndQuery};
-use hyper::body::Incoming;
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use tokio::time::Instant;
 use translate::ir::{BackendProtocol, HeaderModifier, HttpFilter, PathRewrite, Redirect};
 
@@ -27,7 +27,12 @@ pub struct Conn {
     pub sni_listener: Option<usize>,
 }
 
-pub async fn handle(mut req: Request<Incoming>, bind: Arc<BindConfig>, conn: Arc<Conn>, shared: Arc<Shared>) -> Response<Body> {
+pub async fn handle(
+    mut req: Request<Incoming>,
+    bind: Arc<BindConfig>,
+    conn: Arc<Conn>,
+    shared: Arc<Shared>,
+) -> Response<Body> {
     let started = Instant::now();
     let grpc = is_grpc(req.headers());
     let (response, labels) = match route(&mut req, &bind, &conn) {
@@ -50,7 +55,11 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 }
 
 /// Listener, virtual host and rule for a request; the path is normalized in place.
-fn route(req: &mut Request<Incoming>, bind: &BindConfig, conn: &Conn) -> Result<(usize, Arc<Rule>, Option<String>), Refusal> {
+fn route(
+    req: &mut Request<Incoming>,
+    bind: &BindConfig,
+    conn: &Conn,
+) -> Result<(usize, Arc<Rule>, Option<String>), Refusal> {
     let raw_host = req
         .uri()
         .authority()
@@ -176,7 +185,11 @@ async fn run_rule(
     }
 }
 
-fn apply_request_filters(req: &mut Request<Incoming>, filters: &[HttpFilter], prefix: Option<&str>) -> Result<(), Refusal> {
+fn apply_request_filters(
+    req: &mut Request<Incoming>,
+    filters: &[HttpFilter],
+    prefix: Option<&str>,
+) -> Result<(), Refusal> {
     for f in filters {
         match f {
             HttpFilter::RequestHeaders(m) => modify_headers(req.headers_mut(), m),
@@ -256,7 +269,8 @@ fn redirect(req: &Request<Incoming>, r: &Redirect, conn: &Conn, prefix: Option<&
         Some(p) => rewrite_path(req.uri().path(), p, prefix),
         None => req.uri().path().to_string(),
     };
-    let mut location = if default_port { format!("{scheme}://{host}{path}") } else { format!("{scheme}://{host}:{port}{path}") };
+    let mut location =
+        if default_port { format!("{scheme}://{host}{path}") } else { format!("{scheme}://{host}:{port}{path}") };
     if let Some(q) = req.uri().query() {
         location.push('?');
         location.push_str(q);

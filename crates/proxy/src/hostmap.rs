@@ -52,7 +52,9 @@ pub fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
     let host = match raw.strip_prefix('[') {
         // IPv6 literal: keep the brackets' content.
         Some(rest) => rest.split(']').next().unwrap_or(rest),
-        None => raw.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(raw, |(h, _)| h),
+        None => {
+            raw.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(raw, |(h, _)| h)
+        }
     };
     let host = host.strip_suffix('.').unwrap_or(host);
     if host.bytes().any(|b| b.is_ascii_uppercase()) {

@@ -70,7 +70,8 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn new(registry: &mut Registry) -> Self {
-        let shared = Arc::new(Shared { clients: upstream::Clients::new(), metrics: metrics::ProxyMetrics::register(registry) });
+        let shared =
+            Arc::new(Shared { clients: upstream::Clients::new(), metrics: metrics::ProxyMetrics::register(registry) });
         Self { binds: Mutex::new(BTreeMap::new()), shared }
     }
 
@@ -123,7 +124,13 @@ impl Proxy {
                     let state = Arc::new(ArcSwap::from_pointee(state));
                     let (stop, stop_rx) = watch::channel(None);
                     let (closed_tx, closed) = oneshot::channel();
-                    let task = tokio::spawn(server::accept_loop(listener, state.clone(), self.shared.clone(), stop_rx, closed_tx));
+                    let task = tokio::spawn(server::accept_loop(
+                        listener,
+                        state.clone(),
+                        self.shared.clone(),
+                        stop_rx,
+                        closed_tx,
+                    ));
                     tracing::info!(%address, protocol = ?bind.protocol, "listening");
                     binds.insert(address, Running { protocol: bind.protocol, state, stop, closed, task });
                 }

@@ -45,7 +45,9 @@ impl ProxyMetrics {
     /// Requests that matched no route are recorded with an empty route.
     pub fn record(&self, labels: Option<(Arc<str>, Arc<str>)>, code: StatusCode, elapsed: Duration) {
         let (listener, route) = labels.map_or((String::new(), String::new()), |(l, r)| (l.to_string(), r.to_string()));
-        self.requests.get_or_create(&RequestLabels { listener: listener.clone(), route: route.clone(), code: code.as_u16() }).inc();
+        self.requests
+            .get_or_create(&RequestLabels { listener: listener.clone(), route: route.clone(), code: code.as_u16() })
+            .inc();
         self.duration.get_or_create(&RouteLabels { listener, route }).observe(elapsed.as_secs_f64());
     }
 }

@@ -10,7 +10,7 @@ pub fn normalize(path: &str) -> Option<Cow<'_, str>> {
     if !path.starts_with('/') {
         return None;
     }
-    let needs_work = path.contains('%') || path.contains("/.") ;
+    let needs_work = path.contains('%') || path.contains("/.");
     if !needs_work {
         return Some(Cow::Borrowed(path));
     }

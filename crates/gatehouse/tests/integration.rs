@@ -1,0 +1,10 @@
+//! End-to-end tests: the real `gatehouse` binary on loopback, driven by real clients, in front
+//! of real test backends. One test binary; each test uses ports the OS picks.
+
+mod integration {
+    pub mod common;
+
+    mod admin;
+    mod check;
+    mod reload;
+}
