@@ -97,13 +97,17 @@ pub fn resolve(
     let key = format!("{ns}/{}:{port}{}", backend.name, if transport == Transport::Udp { "/udp" } else { "" });
     if !backends.contains_key(&key) {
         let backend = match (is_external, &service.spec.external_name) {
-            (true, Some(host)) => Backend {
-                endpoints: vec![],
-                protocol,
-                external_name: Some((host.clone(), port as u16)),
-            },
+            (true, Some(host)) => {
+                Backend { endpoints: vec![], protocol, external_name: Some((host.clone(), port as u16)) }
+            }
             _ => Backend {
-                endpoints: endpoints(snapshot, ns, &backend.name, service_port.map_or("", |p| &p.name), wanted_protocol),
+                endpoints: endpoints(
+                    snapshot,
+                    ns,
+                    &backend.name,
+                    service_port.map_or("", |p| &p.name),
+                    wanted_protocol,
+                ),
                 protocol,
                 external_name: None,
             },
@@ -123,11 +127,8 @@ fn endpoints(snapshot: &Snapshot, namespace: &str, service: &str, port_name: &st
         {
             continue;
         }
-        let Some(port) = slice
-            .ports
-            .iter()
-            .find(|p| p.name == port_name && p.protocol == protocol)
-            .and_then(|p| p.port)
+        let Some(port) =
+            slice.ports.iter().find(|p| p.name == port_name && p.protocol == protocol).and_then(|p| p.port)
         else {
             continue;
         };

@@ -21,10 +21,9 @@ use crate::{
     ir::{CertifiedKey, ListenerProtocol},
     refs,
     status::{
-        GatewayClassStatus, GatewayStatus, GatewayStatusAddress, ListenerSetStatus, ListenerStatus,
-        condition, reason,
+        GatewayClassStatus, GatewayStatus, GatewayStatusAddress, ListenerSetStatus, ListenerStatus, condition, reason,
     },
-    store::{Object, ObjKey, Snapshot},
+    store::{ObjKey, Object, Snapshot},
 };
 
 /// A Gateway of ours, with everything routes and the IR need to know about it.
@@ -138,10 +137,8 @@ fn class_parameters(class: &GatewayClass) -> Result<(), String> {
 
 /// Builds the context of every Gateway of ours, in precedence order (oldest first).
 pub fn gateways<'s>(snapshot: &'s Snapshot, settings: &Settings, classes: &BTreeSet<&str>) -> Vec<GatewayCtx<'s>> {
-    let mut ours: Vec<(&Arc<Object>, &Gateway)> = snapshot
-        .gateways()
-        .filter(|(_, g)| classes.contains(g.spec.gateway_class_name.as_str()))
-        .collect();
+    let mut ours: Vec<(&Arc<Object>, &Gateway)> =
+        snapshot.gateways().filter(|(_, g)| classes.contains(g.spec.gateway_class_name.as_str())).collect();
     let addresses = assign_addresses(&ours, settings);
     ours.sort_by(|a, b| precedence(a.0).cmp(&precedence(b.0)));
 
@@ -187,13 +184,14 @@ fn assign_addresses(gateways: &[(&Arc<Object>, &Gateway)], settings: &Settings) 
         let mut from_pool = |addresses: &mut Vec<IpAddr>, error: &mut Option<_>| match &settings.address_pool {
             Some(_) => match pool.next() {
                 Some(ip) => addresses.push(ip),
-                None => {
-                    *error = Some((
+                None => note_address_error(
+                    error,
+                    (
                         reason::ACCEPTED,
                         reason::ADDRESS_NOT_ASSIGNED,
                         "the address pool has no free address left".to_string(),
-                    ))
-                }
+                    ),
+                ),
             },
             None => addresses.push(settings.bind),
         };
@@ -204,23 +202,27 @@ fn assign_addresses(gateways: &[(&Arc<Object>, &Gateway)], settings: &Settings) 
             match (a.type_.as_str(), a.value.as_deref().map(str::parse::<IpAddr>)) {
                 (ADDRESS_TYPE_IP, Some(Ok(ip))) => {
                     if settings.unusable_addresses.contains(&ip) {
-                        error = Some((
-                            reason::ACCEPTED,
-                            reason::ADDRESS_NOT_USABLE,
-                            format!("address {ip} cannot be bound on this machine"),
-                        ));
+                        note_address_error(
+                            &mut error,
+                            (
+                                reason::ACCEPTED,
+                                reason::ADDRESS_NOT_USABLE,
+                                format!("address {ip} cannot be bound on this machine"),
+                            ),
+                        );
                     } else {
                         addresses.push(ip);
                     }
                 }
                 (ADDRESS_TYPE_IP, None) => from_pool(&mut addresses, &mut error),
-                (other, _) => {
-                    error = Some((
+                (other, _) => note_address_error(
+                    &mut error,
+                    (
                         reason::UNSUPPORTED_ADDRESS,
                         reason::UNSUPPORTED_ADDRESS,
                         format!("address type {other:?} is not supported: only IPAddress is"),
-                    ));
-                }
+                    ),
+                ),
             }
         }
         addresses.dedup();
@@ -229,12 +231,18 @@ fn assign_addresses(gateways: &[(&Arc<Object>, &Gateway)], settings: &Settings) 
     out
 }
 
-fn listener<'s>(
-    snapshot: &'s Snapshot,
-    spec: &'s Listener,
-    owner: Owner<'s>,
-    namespace: &'s str,
-) -> ListenerCtx<'s> {
+/// Records an address problem. An unsupported address type rejects the Gateway, so it
+/// outranks any later problem with assigning or binding another address.
+fn note_address_error(
+    error: &mut Option<(&'static str, &'static str, String)>,
+    new: (&'static str, &'static str, String),
+) {
+    if error.as_ref().is_none_or(|(r, ..)| *r != reason::UNSUPPORTED_ADDRESS) {
+        *error = Some(new);
+    }
+}
+
+fn listener<'s>(snapshot: &'s Snapshot, spec: &'s Listener, owner: Owner<'s>, namespace: &'s str) -> ListenerCtx<'s> {
     let tls_mode = spec.tls.as_ref().map(|t| t.mode);
     let protocol = match (spec.protocol.as_str(), tls_mode) {
         ("HTTP", _) => Some(ListenerProtocol::Http),
@@ -320,15 +328,23 @@ fn certificate_ref(
     if !(cert_ref.group.is_empty() && cert_ref.kind == "Secret") {
         return Err((
             reason::INVALID_CERTIFICATE_REF,
-            format!("certificateRef {}/{} {:?}: only core Secrets are supported", cert_ref.group, cert_ref.kind, cert_ref.name),
+            format!(
+                "certificateRef {}/{} {:?}: only core Secrets are supported",
+                cert_ref.group, cert_ref.kind, cert_ref.name
+            ),
         ));
     }
     if !refs::permitted(snapshot, &from, "", "Secret", ns, &cert_ref.name) {
-        return Err((reason::REF_NOT_PERMITTED, format!("reference to Secret {source} is not permitted by any ReferenceGrant")));
+        return Err((
+            reason::REF_NOT_PERMITTED,
+            format!("reference to Secret {source} is not permitted by any ReferenceGrant"),
+        ));
     }
     match snapshot.secret(ns, &cert_ref.name) {
         None => Err((reason::INVALID_CERTIFICATE_REF, format!("Secret {source} not found"))),
-        Some((_, secret)) => certs::server_certificate(secret, source).map_err(|m| (reason::INVALID_CERTIFICATE_REF, m)),
+        Some((_, secret)) => {
+            certs::server_certificate(secret, source).map_err(|m| (reason::INVALID_CERTIFICATE_REF, m))
+        }
     }
 }
 
@@ -412,7 +428,13 @@ fn find_conflicts(listeners: &mut [ListenerCtx<'_>]) {
                 continue; // a conflicted ListenerSet listener holds nothing to conflict with
             }
             let msg = |other: &ListenerCtx<'_>| {
-                format!("listener {:?} ({} on port {}) conflicts with listener {:?}", other.spec.name, other.spec.protocol, other.spec.port, if std::ptr::eq(other, a) { &b.spec.name } else { &a.spec.name })
+                format!(
+                    "listener {:?} ({} on port {}) conflicts with listener {:?}",
+                    other.spec.name,
+                    other.spec.protocol,
+                    other.spec.port,
+                    if std::ptr::eq(other, a) { &b.spec.name } else { &a.spec.name }
+                )
             };
             found.push((i, r, msg(b)));
             if both_gateway {
@@ -487,7 +509,13 @@ impl GatewayCtx<'_> {
                 condition(reason::PROGRAMMED, false, reason::INVALID, "the Gateway is not accepted", generation)
             }
             Some((_, r, msg)) => condition(reason::PROGRAMMED, false, r, msg.clone(), generation),
-            None => condition(reason::PROGRAMMED, true, reason::PROGRAMMED, "the data plane serves this Gateway", generation),
+            None => condition(
+                reason::PROGRAMMED,
+                true,
+                reason::PROGRAMMED,
+                "the data plane serves this Gateway",
+                generation,
+            ),
         };
         let resolved = match self.client_certificate_error(snapshot) {
             Some((r, msg)) => condition(reason::RESOLVED_REFS, false, r, msg, generation),
@@ -498,23 +526,31 @@ impl GatewayCtx<'_> {
                 "some listeners have unresolved references",
                 generation,
             ),
-            None => condition(reason::RESOLVED_REFS, true, reason::RESOLVED_REFS, "all references resolved", generation),
+            None => {
+                condition(reason::RESOLVED_REFS, true, reason::RESOLVED_REFS, "all references resolved", generation)
+            }
         };
         let serving = programmed.status == api::meta::ConditionStatus::True;
         GatewayStatus {
             addresses: if serving {
-                self.addresses.iter().map(|ip| GatewayStatusAddress { type_: ADDRESS_TYPE_IP.into(), value: ip.to_string() }).collect()
+                self.addresses
+                    .iter()
+                    .map(|ip| GatewayStatusAddress { type_: ADDRESS_TYPE_IP.into(), value: ip.to_string() })
+                    .collect()
             } else {
                 vec![]
             },
             conditions: vec![accepted, programmed, resolved],
             listeners: own.iter().map(|l| l.status(generation, serving)).collect(),
-            attached_listener_sets: self
-                .spec
-                .spec
-                .allowed_listeners
-                .as_ref()
-                .map(|_| self.listener_sets.iter().filter(|(_, r)| r.is_ok()).count() as u32),
+            // Only accepted ListenerSets count: allowed, and with a valid listener left.
+            attached_listener_sets: self.spec.spec.allowed_listeners.as_ref().map(|_| {
+                self.listener_sets
+                    .iter()
+                    .filter(|(obj, r)| {
+                        r.is_ok() && self.listeners.iter().any(|l| l.owner == Owner::ListenerSet(obj) && l.programmed())
+                    })
+                    .count() as u32
+            }),
         }
     }
 
@@ -574,14 +610,50 @@ impl GatewayCtx<'_> {
                         let total = listeners.len();
                         if invalid == 0 {
                             vec![
-                                condition(reason::ACCEPTED, true, reason::ACCEPTED, "attached to its Gateway", generation),
-                                condition(reason::PROGRAMMED, true, reason::PROGRAMMED, "the data plane serves these listeners", generation),
+                                condition(
+                                    reason::ACCEPTED,
+                                    true,
+                                    reason::ACCEPTED,
+                                    "attached to its Gateway",
+                                    generation,
+                                ),
+                                condition(
+                                    reason::PROGRAMMED,
+                                    true,
+                                    reason::PROGRAMMED,
+                                    "the data plane serves these listeners",
+                                    generation,
+                                ),
                             ]
                         } else {
                             let msg = format!("{invalid} of {total} listeners are not valid");
+                            // The valid listeners are served: Programmed keeps its positive reason.
+                            let programmed = if invalid < total {
+                                condition(
+                                    reason::PROGRAMMED,
+                                    true,
+                                    reason::PROGRAMMED,
+                                    "the data plane serves the valid listeners",
+                                    generation,
+                                )
+                            } else {
+                                condition(
+                                    reason::PROGRAMMED,
+                                    false,
+                                    reason::LISTENERS_NOT_VALID,
+                                    msg.clone(),
+                                    generation,
+                                )
+                            };
                             vec![
-                                condition(reason::ACCEPTED, invalid < total, reason::LISTENERS_NOT_VALID, msg.clone(), generation),
-                                condition(reason::PROGRAMMED, invalid < total, reason::LISTENERS_NOT_VALID, msg, generation),
+                                condition(
+                                    reason::ACCEPTED,
+                                    invalid < total,
+                                    reason::LISTENERS_NOT_VALID,
+                                    msg,
+                                    generation,
+                                ),
+                                programmed,
                             ]
                         }
                     }
@@ -617,18 +689,28 @@ impl ListenerCtx<'_> {
         });
         conditions.push(match &self.refs_error {
             Some((r, msg)) => condition(reason::RESOLVED_REFS, false, r, msg.clone(), generation),
-            None => condition(reason::RESOLVED_REFS, true, reason::RESOLVED_REFS, "all references resolved", generation),
+            None => {
+                condition(reason::RESOLVED_REFS, true, reason::RESOLVED_REFS, "all references resolved", generation)
+            }
         });
         conditions.push(match &self.conflict {
             Some((r, msg)) => condition(reason::PROGRAMMED, false, r, msg.clone(), generation),
-            None if self.programmed() && gateway_programmed => {
-                condition(reason::PROGRAMMED, true, reason::PROGRAMMED, "the data plane serves this listener", generation)
-            }
+            None if self.programmed() && gateway_programmed => condition(
+                reason::PROGRAMMED,
+                true,
+                reason::PROGRAMMED,
+                "the data plane serves this listener",
+                generation,
+            ),
             None => condition(reason::PROGRAMMED, false, reason::INVALID, "the listener is not valid", generation),
         });
         ListenerStatus {
             name: self.spec.name.clone(),
-            supported_kinds: if self.protocol.is_some() && self.conflict.is_none() { self.supported_kinds.clone() } else { vec![] },
+            supported_kinds: if self.protocol.is_some() && self.conflict.is_none() {
+                self.supported_kinds.clone()
+            } else {
+                vec![]
+            },
             attached_routes: self.attached_routes,
             conditions,
         }

@@ -40,8 +40,7 @@ pub fn matches(pattern: &str, name: &str) -> bool {
                 Some(rest) => (rest, true),
                 None => (name, false),
             };
-            let ends = rest.len() >= suffix.len()
-                && rest[rest.len() - suffix.len()..].eq_ignore_ascii_case(suffix);
+            let ends = rest.len() >= suffix.len() && rest[rest.len() - suffix.len()..].eq_ignore_ascii_case(suffix);
             ends && (wildcard || rest.len() > suffix.len())
         }
     }

@@ -6,8 +6,8 @@ use std::{cmp::Reverse, collections::BTreeMap};
 use api::{
     Kind,
     route::{
-        FilteredBackendRef, GrpcRoute, HttpPathModifier, HttpRoute, HttpRouteFilter, PathMatchType,
-        PathModifierType, ValueMatchType,
+        FilteredBackendRef, GrpcRoute, HttpPathModifier, HttpRoute, HttpRouteFilter, PathMatchType, PathModifierType,
+        ValueMatchType,
     },
     validate::parse_duration_ms,
 };
@@ -16,9 +16,8 @@ use crate::{
     backends::{self, Transport, Unresolved},
     hostname,
     ir::{
-        Backend, HeaderModifier, HttpFilter, HttpMatch, HttpRule, Mirror, PathMatch, PathRewrite, Redirect,
-        Retry, RouteEntry, RuleAction, StringMatch, Timeouts, UrlRewrite, ValueMatch, VirtualHost,
-        WeightedBackend,
+        Backend, HeaderModifier, HttpFilter, HttpMatch, HttpRule, Mirror, PathMatch, PathRewrite, Redirect, Retry,
+        RouteEntry, RuleAction, StringMatch, Timeouts, UrlRewrite, ValueMatch, VirtualHost, WeightedBackend,
     },
     status::reason,
     store::{Object, Snapshot},
@@ -80,7 +79,14 @@ pub fn compile_http(
         let filters = match filters {
             Ok(f) => f,
             Err(()) => {
-                out.rules.push(HttpRule { route: label, grpc: false, filters: vec![], action: RuleAction::Respond { status: 500 }, timeouts: None, retry: None });
+                out.rules.push(HttpRule {
+                    route: label,
+                    grpc: false,
+                    filters: vec![],
+                    action: RuleAction::Respond { status: 500 },
+                    timeouts: None,
+                    retry: None,
+                });
                 push_http_matches(&mut out, rule, r, &created, &namespace, &name);
                 continue;
             }
@@ -100,7 +106,14 @@ pub fn compile_http(
     out
 }
 
-fn push_http_matches(out: &mut CompiledRoute, rule: &api::route::HttpRouteRule, r: usize, created: &str, namespace: &str, name: &str) {
+fn push_http_matches(
+    out: &mut CompiledRoute,
+    rule: &api::route::HttpRouteRule,
+    r: usize,
+    created: &str,
+    namespace: &str,
+    name: &str,
+) {
     let rule_index = out.rules.len() - 1;
     // An explicitly empty list of matches matches everything, as the default does.
     let default = [api::route::HttpRouteMatch::default()];
@@ -160,7 +173,13 @@ pub fn compile_grpc(
 ) -> CompiledRoute {
     let (created, namespace, name) = precedence_base(obj);
     let mut out = CompiledRoute { rules: vec![], entries: vec![], unresolved: None, invalid: None };
-    let default_rule = [api::route::GrpcRouteRule { name: None, matches: vec![], filters: vec![], backend_refs: vec![], session_persistence: None }];
+    let default_rule = [api::route::GrpcRouteRule {
+        name: None,
+        matches: vec![],
+        filters: vec![],
+        backend_refs: vec![],
+        session_persistence: None,
+    }];
     let rules = if route.spec.rules.is_empty() { &default_rule[..] } else { &route.spec.rules[..] };
     for (r, rule) in rules.iter().enumerate() {
         let label = format!("GRPCRoute/{namespace}/{name}/{}", rule.name.clone().unwrap_or_else(|| r.to_string()));
@@ -181,7 +200,11 @@ pub fn compile_grpc(
             let matcher = HttpMatch {
                 path,
                 method: None,
-                headers: m.headers.iter().map(|h| value_match(&h.name.to_ascii_lowercase(), h.type_, &h.value)).collect(),
+                headers: m
+                    .headers
+                    .iter()
+                    .map(|h| value_match(&h.name.to_ascii_lowercase(), h.type_, &h.value))
+                    .collect(),
                 query_params: vec![],
             };
             let key = precedence(&matcher, &created, &namespace, &name, r, i);
@@ -197,11 +220,9 @@ fn grpc_path(m: &api::route::GrpcMethodMatch) -> PathMatch {
         (ValueMatchType::Exact, Some(s), Some(me)) => PathMatch::Exact(format!("/{s}/{me}")),
         (ValueMatchType::Exact, Some(s), None) => PathMatch::Prefix(format!("/{s}")),
         (ValueMatchType::Exact, None, Some(me)) => PathMatch::Regex(format!("/[^/]+/{}", regex::escape(me))),
-        (ValueMatchType::RegularExpression, s, me) => PathMatch::Regex(format!(
-            "/{}/{}",
-            s.as_deref().unwrap_or("[^/]+"),
-            me.as_deref().unwrap_or("[^/]+")
-        )),
+        (ValueMatchType::RegularExpression, s, me) => {
+            PathMatch::Regex(format!("/{}/{}", s.as_deref().unwrap_or("[^/]+"), me.as_deref().unwrap_or("[^/]+")))
+        }
         (_, None, None) => PathMatch::Prefix("/".into()),
     }
 }
@@ -233,8 +254,12 @@ impl RuleCtx<'_, '_> {
         let mut failed = false;
         for f in filters {
             match f.type_.as_str() {
-                "RequestHeaderModifier" => out.push(HttpFilter::RequestHeaders(header_modifier(f.request_header_modifier.as_ref()))),
-                "ResponseHeaderModifier" => out.push(HttpFilter::ResponseHeaders(header_modifier(f.response_header_modifier.as_ref()))),
+                "RequestHeaderModifier" => {
+                    out.push(HttpFilter::RequestHeaders(header_modifier(f.request_header_modifier.as_ref())))
+                }
+                "ResponseHeaderModifier" => {
+                    out.push(HttpFilter::ResponseHeaders(header_modifier(f.response_header_modifier.as_ref())))
+                }
                 "URLRewrite" => {
                     let rw = f.url_rewrite.as_ref();
                     out.push(HttpFilter::UrlRewrite(UrlRewrite {
@@ -244,7 +269,14 @@ impl RuleCtx<'_, '_> {
                 }
                 "RequestMirror" => {
                     let Some(m) = &f.request_mirror else { continue };
-                    let backend = match backends::resolve(self.snapshot, self.kind, self.namespace, &m.backend_ref, transport(self.kind), self.backends) {
+                    let backend = match backends::resolve(
+                        self.snapshot,
+                        self.kind,
+                        self.namespace,
+                        &m.backend_ref,
+                        transport(self.kind),
+                        self.backends,
+                    ) {
                         Ok(key) => Some(key),
                         Err(u) => {
                             self.note_unresolved(u);
@@ -264,7 +296,10 @@ impl RuleCtx<'_, '_> {
                 "RequestRedirect" => {}
                 other => {
                     let message = match (other, &f.extension_ref) {
-                        ("ExtensionRef", Some(e)) => format!("ExtensionRef to {}/{} {:?} cannot be resolved: no such extension is supported", e.group, e.kind, e.name),
+                        ("ExtensionRef", Some(e)) => format!(
+                            "ExtensionRef to {}/{} {:?} cannot be resolved: no such extension is supported",
+                            e.group, e.kind, e.name
+                        ),
                         _ => format!("filter type {other} is not supported yet"),
                     };
                     if other == "ExtensionRef" {
@@ -282,13 +317,15 @@ impl RuleCtx<'_, '_> {
     fn forward(&mut self, refs: &[FilteredBackendRef], transport: Transport) -> RuleAction {
         let mut backends = Vec::new();
         for b in refs {
-            let backend = match backends::resolve(self.snapshot, self.kind, self.namespace, &b.backend, transport, self.backends) {
-                Ok(key) => Some(key),
-                Err(u) => {
-                    self.note_unresolved(u);
-                    None
-                }
-            };
+            let backend =
+                match backends::resolve(self.snapshot, self.kind, self.namespace, &b.backend, transport, self.backends)
+                {
+                    Ok(key) => Some(key),
+                    Err(u) => {
+                        self.note_unresolved(u);
+                        None
+                    }
+                };
             let (filters, backend) = match self.filters(&b.filters) {
                 Ok(f) => (f, backend),
                 Err(()) => (vec![], None),
@@ -305,7 +342,8 @@ fn transport(kind: Kind) -> Transport {
 
 fn header_modifier(m: Option<&api::route::HeaderModifier>) -> HeaderModifier {
     let Some(m) = m else { return HeaderModifier::default() };
-    let pairs = |v: &[api::route::HttpHeader]| v.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.clone())).collect();
+    let pairs =
+        |v: &[api::route::HttpHeader]| v.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.clone())).collect();
     HeaderModifier {
         set: pairs(&m.set),
         add: pairs(&m.add),

@@ -160,7 +160,9 @@ pub enum RuleAction {
     Forward(Vec<WeightedBackend>),
     Redirect(Redirect),
     /// Answers with a fixed status, e.g. 500 for a rule whose filters could not be resolved.
-    Respond { status: u16 },
+    Respond {
+        status: u16,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

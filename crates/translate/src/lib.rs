@@ -106,7 +106,13 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Output {
                 let accepted = routes::accepted_condition(&parent.accepted, invalid.as_ref(), generation);
                 let resolved = match &unresolved {
                     Some(u) => condition(reason::RESOLVED_REFS, false, u.reason, u.message.clone(), generation),
-                    None => condition(reason::RESOLVED_REFS, true, reason::RESOLVED_REFS, "all references resolved", generation),
+                    None => condition(
+                        reason::RESOLVED_REFS,
+                        true,
+                        reason::RESOLVED_REFS,
+                        "all references resolved",
+                        generation,
+                    ),
                 };
                 if let (Ok(a), None) = (&parent.accepted, &invalid) {
                     attachments.extend(a.iter().cloned());
@@ -135,7 +141,7 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Output {
         }
     }
 
-    out.config.binds = binds(snapshot, &gateways, &placed);
+    out.config.binds = binds(&gateways, &placed);
     for gw in &gateways {
         out.statuses.push(status_of(gw.obj, Status::Gateway(gw.status(snapshot))));
         for (obj, s) in gw.listener_set_statuses() {
@@ -184,13 +190,14 @@ fn compile(snapshot: &Snapshot, obj: &Object, backends: &mut BTreeMap<String, Ba
             let mut list = Vec::new();
             for rule in &r.spec.rules {
                 for b in &rule.backend_refs {
-                    let backend = match backends::resolve(snapshot, kind, obj.meta().namespace(), b, transport, backends) {
-                        Ok(key) => Some(key),
-                        Err(u) => {
-                            unresolved.get_or_insert(u);
-                            None
-                        }
-                    };
+                    let backend =
+                        match backends::resolve(snapshot, kind, obj.meta().namespace(), b, transport, backends) {
+                            Ok(key) => Some(key),
+                            Err(u) => {
+                                unresolved.get_or_insert(u);
+                                None
+                            }
+                        };
                     list.push(WeightedBackend { weight: b.weight.max(0) as u32, backend, filters: vec![] });
                 }
             }
@@ -201,14 +208,13 @@ fn compile(snapshot: &Snapshot, obj: &Object, backends: &mut BTreeMap<String, Ba
 }
 
 /// The sockets of every Gateway we serve, and on each the listeners with their routes.
-fn binds(snapshot: &Snapshot, gateways: &[GatewayCtx<'_>], placed: &[(RouteRef<'_>, Compiled, Vec<Attachment>)]) -> Vec<Bind> {
+fn binds(gateways: &[GatewayCtx<'_>], placed: &[(RouteRef<'_>, Compiled, Vec<Attachment>)]) -> Vec<Bind> {
     let mut binds: BTreeMap<SocketAddr, Bind> = BTreeMap::new();
     for (g, gw) in gateways.iter().enumerate() {
         if !gw.serving() {
             continue;
         }
         let gw_name = format!("{}/{}", gw.obj.meta().namespace(), gw.obj.meta().name);
-        let _ = snapshot;
         for (l, listener) in gw.listeners.iter().enumerate() {
             if !listener.programmed() {
                 continue;
@@ -223,7 +229,12 @@ fn binds(snapshot: &Snapshot, gateways: &[GatewayCtx<'_>], placed: &[(RouteRef<'
                         Compiled::Stream { backends, .. } => stream_routes.push((
                             gateways::precedence(route.obj),
                             StreamRoute {
-                                route: format!("{}/{}/{}", route.kind, route.obj.meta().namespace(), route.obj.meta().name),
+                                route: format!(
+                                    "{}/{}/{}",
+                                    route.kind,
+                                    route.obj.meta().namespace(),
+                                    route.obj.meta().name
+                                ),
                                 hostnames: a.hostnames.clone(),
                                 backends: backends.clone(),
                             },
@@ -234,8 +245,14 @@ fn binds(snapshot: &Snapshot, gateways: &[GatewayCtx<'_>], placed: &[(RouteRef<'
             // The oldest route wins where several compete for the same traffic.
             stream_routes.sort_by(|a, b| a.0.cmp(&b.0));
             let (rules, virtual_hosts) = http::virtual_hosts(&http_routes);
+            // ListenerSet listeners are named after their ListenerSet: names are unique only
+            // within the resource that declares them.
+            let owner = match listener.owner {
+                gateways::Owner::Gateway => gw_name.clone(),
+                gateways::Owner::ListenerSet(ls) => format!("{}/{}", ls.meta().namespace(), ls.meta().name),
+            };
             let ir_listener = ir::Listener {
-                name: format!("{gw_name}/{}", listener.spec.name),
+                name: format!("{owner}/{}", listener.spec.name),
                 hostname: listener.spec.hostname.clone(),
                 protocol,
                 tls: matches!(protocol, ListenerProtocol::Https | ListenerProtocol::TlsTerminate)
@@ -246,7 +263,9 @@ fn binds(snapshot: &Snapshot, gateways: &[GatewayCtx<'_>], placed: &[(RouteRef<'
             };
             let bind_protocol = match protocol {
                 ListenerProtocol::Http => BindProtocol::Http,
-                ListenerProtocol::Https | ListenerProtocol::TlsPassthrough | ListenerProtocol::TlsTerminate => BindProtocol::Tls,
+                ListenerProtocol::Https | ListenerProtocol::TlsPassthrough | ListenerProtocol::TlsTerminate => {
+                    BindProtocol::Tls
+                }
                 ListenerProtocol::Tcp => BindProtocol::Tcp,
                 ListenerProtocol::Udp => BindProtocol::Udp,
             };
@@ -275,7 +294,11 @@ fn status_of(obj: &Object, status: Status) -> ResourceStatus {
     ResourceStatus {
         api_version: obj.api_version.clone(),
         kind: obj.resource.kind(),
-        metadata: StatusMeta { name: m.name.clone(), namespace: m.namespace.clone(), generation: m.generation.unwrap_or(1) },
+        metadata: StatusMeta {
+            name: m.name.clone(),
+            namespace: m.namespace.clone(),
+            generation: m.generation.unwrap_or(1),
+        },
         status,
     }
 }

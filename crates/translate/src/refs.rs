@@ -30,13 +30,15 @@ pub fn permitted(
     from.namespace == to_namespace
         || snapshot.reference_grants().any(|(o, grant)| {
             o.meta().namespace() == to_namespace
-                && grant.spec.from.iter().any(|f| {
-                    f.group == from.group && f.kind == from.kind && f.namespace == from.namespace
-                })
-                && grant.spec.to.iter().any(|t| {
-                    t.group == to_group
-                        && t.kind == to_kind
-                        && t.name.as_deref().is_none_or(|n| n == to_name)
-                })
+                && grant
+                    .spec
+                    .from
+                    .iter()
+                    .any(|f| f.group == from.group && f.kind == from.kind && f.namespace == from.namespace)
+                && grant
+                    .spec
+                    .to
+                    .iter()
+                    .any(|t| t.group == to_group && t.kind == to_kind && t.name.as_deref().is_none_or(|n| n == to_name))
         })
 }

@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use api::{GATEWAY_GROUP, Kind, route::{CommonRouteSpec, ParentReference}};
+use api::{
+    GATEWAY_GROUP, Kind,
+    route::{CommonRouteSpec, ParentReference},
+};
 
 use crate::{
     gateways::{GatewayCtx, Owner, namespace_labels},
@@ -56,14 +59,20 @@ pub fn attach(snapshot: &Snapshot, gateways: &[GatewayCtx<'_>], route: RouteRef<
         let parent_ns = parent.namespace.as_deref().unwrap_or(namespace);
         let (gateway, owner) = match parent.kind.as_str() {
             "Gateway" => {
-                let Some(i) = gateways.iter().position(|g| g.obj.meta().namespace() == parent_ns && g.obj.meta().name == parent.name) else {
+                let Some(i) = gateways
+                    .iter()
+                    .position(|g| g.obj.meta().namespace() == parent_ns && g.obj.meta().name == parent.name)
+                else {
                     continue;
                 };
                 (i, Owner::Gateway)
             }
             "ListenerSet" => {
                 let found = gateways.iter().enumerate().find_map(|(i, g)| {
-                    g.listener_sets.iter().find(|(o, _)| o.meta().namespace() == parent_ns && o.meta().name == parent.name).map(|(o, _)| (i, Owner::ListenerSet(o)))
+                    g.listener_sets
+                        .iter()
+                        .find(|(o, _)| o.meta().namespace() == parent_ns && o.meta().name == parent.name)
+                        .map(|(o, _)| (i, Owner::ListenerSet(o)))
                 });
                 let Some(found) = found else { continue };
                 found
@@ -88,7 +97,10 @@ pub fn attach(snapshot: &Snapshot, gateways: &[GatewayCtx<'_>], route: RouteRef<
             if allowed.is_empty() {
                 Err((
                     reason::NOT_ALLOWED_BY_LISTENERS,
-                    format!("no listener of {parent_ns}/{} allows a {} from namespace {namespace}", parent.name, route.kind),
+                    format!(
+                        "no listener of {parent_ns}/{} allows a {} from namespace {namespace}",
+                        parent.name, route.kind
+                    ),
                 ))
             } else {
                 let attachments: Vec<Attachment> = allowed

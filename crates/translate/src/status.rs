@@ -40,16 +40,10 @@ impl ResourceStatus {
     pub fn conditions(&self) -> Vec<&Condition> {
         match &self.status {
             Status::GatewayClass(s) => s.conditions.iter().collect(),
-            Status::Gateway(s) => s
-                .conditions
-                .iter()
-                .chain(s.listeners.iter().flat_map(|l| &l.conditions))
-                .collect(),
-            Status::ListenerSet(s) => s
-                .conditions
-                .iter()
-                .chain(s.listeners.iter().flat_map(|l| &l.conditions))
-                .collect(),
+            Status::Gateway(s) => s.conditions.iter().chain(s.listeners.iter().flat_map(|l| &l.conditions)).collect(),
+            Status::ListenerSet(s) => {
+                s.conditions.iter().chain(s.listeners.iter().flat_map(|l| &l.conditions)).collect()
+            }
             Status::Route(s) => s.parents.iter().flat_map(|p| &p.conditions).collect(),
             Status::Policy(s) => s.ancestors.iter().flat_map(|a| &a.conditions).collect(),
         }

@@ -7,7 +7,7 @@ use serde_json::Value;
 use translate::{
     Output, Settings,
     ir::{Bind, Listener},
-    store::{ObjKey, Object, Snapshot, Source, Store},
+    store::{ObjKey, Object, Source, Store},
     translate,
 };
 
@@ -43,7 +43,6 @@ pub fn settings() -> Settings {
 }
 
 pub struct Translated {
-    pub snapshot: Snapshot,
     pub output: Output,
 }
 
@@ -60,7 +59,7 @@ pub fn run_with(yaml: &str, settings: Settings) -> Translated {
 pub fn run_raw(yaml: &str, settings: Settings) -> Translated {
     let snapshot = Store::default().replace(objects(yaml, "test.yaml"), &[], NOW);
     let output = translate(&snapshot, &settings);
-    Translated { snapshot, output }
+    Translated { output }
 }
 
 /// A fixture from `tests/testdata`, with `{{CERT}}`/`{{KEY}}` replaced by a fresh

@@ -82,7 +82,11 @@ fn unusable_address_is_not_usable() {
     let t = run_with(
         &format!(
             "{}{}",
-            gateway("bad", "default", "  addresses: [{type: IPAddress, value: 192.0.2.10}, {type: IPAddress, value: 127.0.0.2}]\n"),
+            gateway(
+                "bad",
+                "default",
+                "  addresses: [{type: IPAddress, value: 192.0.2.10}, {type: IPAddress, value: 127.0.0.2}]\n"
+            ),
             gateway("good", "default", "  addresses: [{type: IPAddress, value: 127.0.0.1}]\n"),
         ),
         s,
@@ -125,7 +129,10 @@ fn address_pool_assigns_in_namespace_name_order() {
 fn exhausted_pool_leaves_address_not_assigned() {
     let mut s = settings();
     s.address_pool = Some("10.0.0.0/30".parse().unwrap()); // two hosts
-    let t = run_with(&format!("{}{}{}", gateway("a", "default", ""), gateway("b", "default", ""), gateway("c", "default", "")), s);
+    let t = run_with(
+        &format!("{}{}{}", gateway("a", "default", ""), gateway("b", "default", ""), gateway("c", "default", "")),
+        s,
+    );
     for name in ["a", "b"] {
         assert_eq!(cond(&t.gateway("default", name), "Programmed"), "True/Programmed", "{name}");
     }
@@ -177,8 +184,10 @@ spec:
 fn older_gateway_keeps_a_shared_port() {
     let t = run(&format!(
         "{}{}",
-        gateway("new", "default", "").replace("namespace: default}", "namespace: default, creationTimestamp: '2025-02-01T00:00:00Z'}"),
-        gateway("old", "default", "").replace("namespace: default}", "namespace: default, creationTimestamp: '2025-01-01T00:00:00Z'}"),
+        gateway("new", "default", "")
+            .replace("namespace: default}", "namespace: default, creationTimestamp: '2025-02-01T00:00:00Z'}"),
+        gateway("old", "default", "")
+            .replace("namespace: default}", "namespace: default, creationTimestamp: '2025-01-01T00:00:00Z'}"),
     ));
     assert_eq!(cond(listener(&t.gateway("default", "old"), "http"), "Accepted"), "True/Accepted");
     let new = t.gateway("default", "new");

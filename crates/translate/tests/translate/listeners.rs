@@ -120,7 +120,8 @@ spec:
 
 #[test]
 fn invalid_certificate_refs() {
-    let t = run(&with_cert("\
+    let t = run(&with_cert(
+        "\
 apiVersion: v1
 kind: Secret
 metadata: {name: malformed}
@@ -170,7 +171,8 @@ metadata: {name: unresolved}
 spec:
   parentRefs: [{name: gw, sectionName: missing}]
   rules: [{backendRefs: [{name: does-not-exist, port: 80}]}]
-"));
+",
+    ));
     let gw = t.gateway("default", "gw");
     // Certificate problems do not reject the Gateway.
     assert_eq!(cond(&gw, "Accepted"), "True/Accepted");
@@ -393,10 +395,10 @@ fn check_listener_set_conflicts(t: &crate::common::Translated, reason: &str) {
         served,
         [
             "infra/gw/conflict-with-gateway",
-            "infra/gw/conflict-with-listener-set",
             "infra/gw/gateway-listener",
-            "infra/gw/ls1-unique",
-            "infra/gw/ls3-unique",
+            "infra/with-gateway-1/conflict-with-listener-set",
+            "infra/with-gateway-1/ls1-unique",
+            "infra/with-listener-set-1/ls3-unique",
         ]
     );
 }
@@ -410,10 +412,7 @@ fn attached_routes_counting() {
     assert_eq!(attached_routes(listener(&gw, "bar")), 2, "unresolved, both");
     assert_eq!(attached_routes(listener(&gw, "unattached")), 0);
     assert_eq!(cond(parent(&t.route("default", "unresolved"), "gw"), "ResolvedRefs"), "False/BackendNotFound");
-    assert_eq!(
-        cond(parent(&t.route("default", "nowhere"), "gw"), "Accepted"),
-        "False/NoMatchingListenerHostname"
-    );
+    assert_eq!(cond(parent(&t.route("default", "nowhere"), "gw"), "Accepted"), "False/NoMatchingListenerHostname");
     let both = t.route("default", "both");
     assert_eq!(both["parents"].as_array().unwrap().len(), 2, "one entry per parentRef");
     for p in both["parents"].as_array().unwrap() {

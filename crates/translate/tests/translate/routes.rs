@@ -167,7 +167,11 @@ spec:
   - {{name: wildcard, port: 80, protocol: HTTP, hostname: '*.wildcard.io'}}
 ---
 {}{}",
-        route("no-intersecting-hosts", "default", "  parentRefs: [{name: gw}]\n  hostnames: [specific.but.wrong.com, wildcard.io]\n"),
+        route(
+            "no-intersecting-hosts",
+            "default",
+            "  parentRefs: [{name: gw}]\n  hostnames: [specific.but.wrong.com, wildcard.io]\n"
+        ),
         route("narrower", "default", "  parentRefs: [{name: gw}]\n  hostnames: ['*.specific.com']\n"),
     ));
     let none = t.route("default", "no-intersecting-hosts");
@@ -306,7 +310,11 @@ spec:
   parentRefs: [{name: theirs}]
 ");
     assert_eq!(parent_names(&t.route("default", "mixed")), ["ours"]);
-    assert_eq!(t.try_status(Kind::HttpRoute, "default", "not-ours"), None, "we write no status for routes of other controllers");
+    assert_eq!(
+        t.try_status(Kind::HttpRoute, "default", "not-ours"),
+        None,
+        "we write no status for routes of other controllers"
+    );
 }
 
 #[test]
