@@ -69,6 +69,7 @@ pub struct Rule {
     pub filters: Vec<HttpFilter>,
     pub action: Action,
     pub timeouts: Option<ir::Timeouts>,
+    pub retry: Option<ir::Retry>,
 }
 
 pub enum Action {
@@ -123,6 +124,22 @@ impl Backends {
 }
 
 impl BindConfig {
+    /// The listener a request's host selects, and the first entry of its virtual host that
+    /// matches. `host` is lower-case without port; `path` is normalized.
+    pub fn route(
+        &self,
+        method: &http::Method,
+        host: &str,
+        path: &str,
+        headers: &http::HeaderMap,
+        query: &[(String, String)],
+    ) -> Option<(usize, &Entry)> {
+        let &listener = self.by_host.get(host)?;
+        let entries = self.listeners[listener].vhosts.get(host)?;
+        let entry = entries.iter().find(|e| e.matcher.matches(method, path, headers, query))?;
+        Some((listener, entry))
+    }
+
     pub fn compile(bind: &ir::Bind, backends: Arc<Backends>) -> Self {
         let mut by_host = HostMap::default();
         let listeners = bind
@@ -174,6 +191,7 @@ impl Rule {
             filters: r.filters.clone(),
             action,
             timeouts: r.timeouts.clone(),
+            retry: r.retry.clone(),
         }
     }
 

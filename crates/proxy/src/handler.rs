@@ -2,17 +2,17 @@
 //! rule, run its request filters, then redirect, answer, or forward to a backend and run the
 //! response filters. Everything read here was compiled before the request arrived.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header, uri::PathAndQuery};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
-use translate::ir::{BackendProtocol, HeaderModifier, HttpFilter, PathRewrite, Redirect};
+use translate::ir::{HeaderModifier, HttpFilter, PathRewrite, Redirect};
 
 use crate::{
     Body, Shared,
     config::{Action, BindConfig, PathMatcher, Rule},
+    forward,
     hostmap::normalize_host,
     path,
     respond::{Refusal, empty},
@@ -67,13 +67,6 @@ fn route(
         .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
         .unwrap_or("");
     let host = normalize_host(raw_host).into_owned();
-    let &listener = bind.by_host.get(&host).ok_or(Refusal::NoRoute)?;
-    if conn.sni_listener.is_some_and(|l| l != listener) {
-        return Err(Refusal::Misdirected);
-    }
-    let l = &bind.listeners[listener];
-    let entries = l.vhosts.get(&host).ok_or(Refusal::NoRoute)?;
-
     let normalized = path::normalize(req.uri().path()).ok_or(Refusal::BadRequest)?;
     if let std::borrow::Cow::Owned(p) = &normalized {
         let pq = match req.uri().query() {
@@ -84,20 +77,21 @@ fn route(
         parts.path_and_query = Some(PathAndQuery::try_from(pq).map_err(|_| Refusal::BadRequest)?);
         *req.uri_mut() = Uri::from_parts(parts).map_err(|_| Refusal::BadRequest)?;
     }
-    let path = req.uri().path();
     let query = parse_query(req.uri().query());
-    let entry = entries
-        .iter()
-        .find(|e| e.matcher.matches(req.method(), path, req.headers(), &query))
-        .ok_or(Refusal::NoRoute)?;
+    let (listener, entry) =
+        bind.route(req.method(), &host, req.uri().path(), req.headers(), &query).ok_or(Refusal::NoRoute)?;
+    if conn.sni_listener.is_some_and(|l| l != listener) {
+        return Err(Refusal::Misdirected);
+    }
     let prefix = match &entry.matcher.path {
         PathMatcher::Prefix(p) => Some(p.clone()),
         _ => None,
     };
-    Ok((listener, l.rules[entry.rule].clone(), prefix))
+    Ok((listener, bind.listeners[listener].rules[entry.rule].clone(), prefix))
 }
 
-fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
+/// `a=1&b=x%20y` as decoded pairs, parsed once per request.
+pub fn parse_query(query: Option<&str>) -> Vec<(String, String)> {
     let Some(q) = query else { return Vec::new() };
     q.split('&')
         .filter(|s| !s.is_empty())
@@ -149,44 +143,12 @@ async fn run_rule(
     match &rule.action {
         Action::Respond(status) => Err(if *status == 500 { Refusal::Invalid } else { Refusal::NoRoute }),
         Action::Redirect(r) => Ok(redirect(&req, r, conn, prefix.as_deref())),
-        Action::Forward { .. } => {
-            let choice = rule.pick().map_err(|()| Refusal::Invalid)?;
-            apply_request_filters(&mut req, &choice.filters, prefix.as_deref())?;
-            let key = choice.backend.as_deref().ok_or(Refusal::Invalid)?;
-            let backend = bind.backends.by_key.get(key).ok_or(Refusal::Invalid)?;
-            let endpoint = match &backend.external_name {
-                Some((host, port)) => tokio::net::lookup_host((host.as_str(), *port))
-                    .await
-                    .ok()
-                    .and_then(|mut addrs| addrs.next())
-                    .ok_or(Refusal::NoEndpoints)?,
-                None => backend.endpoint().ok_or(Refusal::NoEndpoints)?,
-            };
-            let timeout = rule
-                .timeouts
-                .as_ref()
-                .and_then(|t| match (t.request_ms, t.backend_request_ms) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                })
-                .map(Duration::from_millis);
-            let forward = forward(req, endpoint, backend.protocol, conn, shared);
-            let mut response = match timeout {
-                Some(t) => tokio::time::timeout(t, forward).await.map_err(|_| Refusal::Timeout)??,
-                None => forward.await?,
-            };
-            for f in rule.filters.iter().chain(&choice.filters) {
-                if let HttpFilter::ResponseHeaders(m) = f {
-                    modify_headers(response.headers_mut(), m);
-                }
-            }
-            Ok(response)
-        }
+        Action::Forward { .. } => forward::forward(req, bind, conn, shared, rule, prefix.as_deref()).await,
     }
 }
 
-fn apply_request_filters(
-    req: &mut Request<Incoming>,
+pub fn apply_request_filters<B>(
+    req: &mut Request<B>,
     filters: &[HttpFilter],
     prefix: Option<&str>,
 ) -> Result<(), Refusal> {
@@ -209,14 +171,14 @@ fn apply_request_filters(
                     *req.uri_mut() = Uri::from_parts(parts).map_err(|_| Refusal::Invalid)?;
                 }
             }
-            // Mirroring needs the body twice; it is not carried out yet.
+            // Mirrors are sent by `forward`, response headers after the response.
             HttpFilter::Mirror(_) | HttpFilter::ResponseHeaders(_) => {}
         }
     }
     Ok(())
 }
 
-fn modify_headers(headers: &mut HeaderMap, m: &HeaderModifier) {
+pub fn modify_headers(headers: &mut HeaderMap, m: &HeaderModifier) {
     for (name, value) in &m.set {
         if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
             headers.insert(n, v);
@@ -281,113 +243,4 @@ fn redirect(req: &Request<Incoming>, r: &Redirect, conn: &Conn, prefix: Option<&
         resp.headers_mut().insert(header::LOCATION, v);
     }
     resp
-}
-
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-/// Removes hop-by-hop headers, those named in `Connection` too, keeping what an upgrade needs.
-fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
-    }
-    if let Some(u) = upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(header::UPGRADE, u.clone());
-    }
-}
-
-async fn forward(
-    mut req: Request<Incoming>,
-    endpoint: SocketAddr,
-    protocol: BackendProtocol,
-    conn: &Conn,
-    shared: &Shared,
-) -> Result<Response<Body>, Refusal> {
-    let upgrade = is_upgrade(req.headers()).then(|| req.headers().get(header::UPGRADE).cloned()).flatten();
-    let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-
-    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
-    let (mut parts, body) = req.into_parts();
-    parts.uri = Uri::try_from(format!("http://{endpoint}{pq}")).map_err(|_| Refusal::BadRequest)?;
-    strip_hop_by_hop(&mut parts.headers, upgrade.as_ref());
-    if let Some(h) = &host {
-        parts.headers.insert(header::HOST, h.clone());
-        parts.headers.insert(HeaderName::from_static("x-forwarded-host"), h.clone());
-    }
-    append_forwarded_for(&mut parts.headers, conn.peer);
-    parts.headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
-    );
-    let client = match protocol {
-        BackendProtocol::H2c => {
-            parts.version = http::Version::HTTP_2;
-            &shared.clients.h2c
-        }
-        BackendProtocol::Http1 | BackendProtocol::WebSocket => {
-            parts.version = http::Version::HTTP_11;
-            &shared.clients.http1
-        }
-    };
-    let mut response = client.request(Request::from_parts(parts, body)).await.map_err(|e| {
-        tracing::debug!(%endpoint, "upstream request failed: {e}");
-        Refusal::UpstreamFailed
-    })?;
-
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS
-        && let Some(downstream) = downstream_upgrade
-    {
-        let upstream = hyper::upgrade::on(&mut response);
-        tokio::spawn(async move {
-            if let (Ok(down), Ok(up)) = (downstream.await, upstream.await) {
-                let mut down = hyper_util::rt::TokioIo::new(down);
-                let mut up = hyper_util::rt::TokioIo::new(up);
-                let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
-            }
-        });
-        let (parts, _) = response.into_parts();
-        return Ok(Response::from_parts(parts, empty()));
-    }
-    strip_hop_by_hop(response.headers_mut(), None);
-    Ok(response.map(|b| b.map_err(Into::into).boxed_unsync()))
-}
-
-fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
-}
-
-fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_canonical().to_string();
-    let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {ip}"),
-        None => ip,
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
-    }
 }

@@ -4,11 +4,12 @@
 //! longer wanted stop accepting and drain.
 #![forbid(unsafe_code)]
 
-mod config;
+pub mod config;
+mod forward;
 mod handler;
-mod hostmap;
+pub mod hostmap;
 mod metrics;
-mod path;
+pub mod path;
 mod respond;
 mod server;
 mod tls;
@@ -38,6 +39,8 @@ use crate::{
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body of every response the proxy sends.
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+/// The body of every request the proxy sends upstream.
+type UpstreamBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
 /// What every connection shares: upstream clients and metrics.
 pub struct Shared {

@@ -3,15 +3,15 @@
 
 use std::time::Duration;
 
-use hyper::body::Incoming;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::{TokioExecutor, TokioTimer},
 };
 
+#[derive(Clone)]
 pub struct Clients {
-    pub http1: Client<HttpConnector, Incoming>,
-    pub h2c: Client<HttpConnector, Incoming>,
+    pub http1: Client<HttpConnector, crate::UpstreamBody>,
+    pub h2c: Client<HttpConnector, crate::UpstreamBody>,
 }
 
 impl Clients {

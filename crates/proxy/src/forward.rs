@@ -1,0 +1,313 @@
+//! Forwarding to a backend: the upstream request (hop-by-hop headers out, X-Forwarded-* in),
+//! retries with backoff, timeouts, request mirroring, and WebSocket upgrades.
+
+use std::{
+    net::SocketAddr,
+    pin::Pin,
+    sync::atomic::{AtomicU64, Ordering},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header};
+use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::{BodyExt, Full, channel::Sender};
+use hyper::body::Incoming;
+use translate::ir::{BackendProtocol, HttpFilter, Mirror};
+
+use crate::{
+    Body, BoxError, Shared, UpstreamBody,
+    config::{BindConfig, Rule},
+    handler::{Conn, apply_request_filters, modify_headers},
+    respond::{Refusal, empty},
+};
+
+/// Bodies up to this size are kept so that a failed attempt can be retried.
+const RETRY_BODY_LIMIT: u64 = 64 * 1024;
+
+pub async fn forward(
+    mut req: Request<Incoming>,
+    bind: &BindConfig,
+    conn: &Conn,
+    shared: &Shared,
+    rule: &Rule,
+    prefix: Option<&str>,
+) -> Result<Response<Body>, Refusal> {
+    let overall = rule.timeouts.as_ref().and_then(|t| t.request_ms).map(Duration::from_millis);
+    let per_try = rule.timeouts.as_ref().and_then(|t| t.backend_request_ms).map(Duration::from_millis);
+    let upgrade = is_upgrade(req.headers()).then(|| req.headers().get(header::UPGRADE).cloned()).flatten();
+    let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+
+    // A retried request needs its body again: keep small, known-length bodies in memory.
+    let retries = match &rule.retry {
+        Some(r) if upgrade.is_none() && replayable(&req) => r.attempts,
+        _ => 0,
+    };
+    let (mut parts, body) = req.into_parts();
+    prepare_headers(&mut parts.headers, conn, upgrade.as_ref());
+    let mut body = if retries > 0 {
+        let bytes = body.collect().await.map_err(|_| Refusal::BadRequest)?.to_bytes();
+        Pending::Buffered(bytes)
+    } else {
+        Pending::Stream(Some(body))
+    };
+
+    let attempts = async {
+        let mut attempt = 0;
+        loop {
+            let choice = rule.pick().map_err(|()| Refusal::Invalid)?;
+            let key = choice.backend.as_deref().ok_or(Refusal::Invalid)?;
+            let backend = bind.backends.by_key.get(key).ok_or(Refusal::Invalid)?;
+            let endpoint = match &backend.external_name {
+                Some((host, port)) => tokio::net::lookup_host((host.as_str(), *port))
+                    .await
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or(Refusal::NoEndpoints)?,
+                None => backend.endpoint().ok_or(Refusal::NoEndpoints)?,
+            };
+            let mut upstream = Request::new(body.take());
+            *upstream.method_mut() = parts.method.clone();
+            *upstream.headers_mut() = parts.headers.clone();
+            *upstream.uri_mut() = parts.uri.clone();
+            apply_request_filters(&mut upstream, &choice.filters, prefix)?;
+            mirror(&mut upstream, rule.filters.iter().chain(&choice.filters), bind, shared);
+            let sent = send(upstream, endpoint, backend.protocol, shared);
+            let result = match per_try {
+                Some(t) => tokio::time::timeout(t, sent).await.unwrap_or(Err(Refusal::Timeout)),
+                None => sent.await,
+            };
+            let retryable = match (&result, &rule.retry) {
+                (Ok(r), Some(policy)) => policy.codes.contains(&r.status().as_u16()),
+                (Err(Refusal::UpstreamFailed | Refusal::Timeout), Some(_)) => true,
+                _ => false,
+            };
+            if !retryable || attempt >= retries || !body.replayable() {
+                return result.map(|r| (r, choice));
+            }
+            attempt += 1;
+            let backoff = rule.retry.as_ref().and_then(|r| r.backoff_ms).unwrap_or(25);
+            tokio::time::sleep(Duration::from_millis(backoff)).await;
+        }
+    };
+    let (mut response, choice) = match overall {
+        Some(t) => tokio::time::timeout(t, attempts).await.map_err(|_| Refusal::Timeout)??,
+        None => attempts.await?,
+    };
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(downstream) = downstream_upgrade
+    {
+        let upstream = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            if let (Ok(down), Ok(up)) = (downstream.await, upstream.await) {
+                let mut down = hyper_util::rt::TokioIo::new(down);
+                let mut up = hyper_util::rt::TokioIo::new(up);
+                let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+            }
+        });
+        let (parts, _) = response.into_parts();
+        return Ok(Response::from_parts(parts, empty()));
+    }
+    strip_hop_by_hop(response.headers_mut(), None);
+    for f in rule.filters.iter().chain(&choice.filters) {
+        if let HttpFilter::ResponseHeaders(m) = f {
+            modify_headers(response.headers_mut(), m);
+        }
+    }
+    Ok(response.map(|b| b.map_err(Into::into).boxed_unsync()))
+}
+
+/// The request body across attempts.
+enum Pending {
+    Buffered(Bytes),
+    Stream(Option<Incoming>),
+}
+
+impl Pending {
+    fn take(&mut self) -> UpstreamBody {
+        match self {
+            Pending::Buffered(b) => Full::new(b.clone()).map_err(|never| match never {}).boxed(),
+            Pending::Stream(s) => match s.take() {
+                Some(body) => body.map_err(Into::into).boxed(),
+                None => Full::new(Bytes::new()).map_err(|never| match never {}).boxed(),
+            },
+        }
+    }
+
+    fn replayable(&self) -> bool {
+        matches!(self, Pending::Buffered(_))
+    }
+}
+
+fn replayable(req: &Request<Incoming>) -> bool {
+    req.body().is_end_stream() || req.body().size_hint().upper().is_some_and(|n| n <= RETRY_BODY_LIMIT)
+}
+
+async fn send(
+    mut req: Request<UpstreamBody>,
+    endpoint: SocketAddr,
+    protocol: BackendProtocol,
+    shared: &Shared,
+) -> Result<Response<Incoming>, Refusal> {
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    *req.uri_mut() = Uri::try_from(format!("http://{endpoint}{pq}")).map_err(|_| Refusal::BadRequest)?;
+    let client = match protocol {
+        BackendProtocol::H2c => {
+            *req.version_mut() = http::Version::HTTP_2;
+            &shared.clients.h2c
+        }
+        BackendProtocol::Http1 | BackendProtocol::WebSocket => {
+            *req.version_mut() = http::Version::HTTP_11;
+            &shared.clients.http1
+        }
+    };
+    client.request(req).await.map_err(|e| {
+        tracing::debug!(%endpoint, "upstream request failed: {e}");
+        Refusal::UpstreamFailed
+    })
+}
+
+static MIRROR_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Sends a copy of the request to each mirror backend, fire and forget: the copy's body is
+/// fed from the original's as it streams, and dropped if the mirror falls behind.
+fn mirror<'a>(
+    req: &mut Request<UpstreamBody>,
+    filters: impl Iterator<Item = &'a HttpFilter>,
+    bind: &BindConfig,
+    shared: &Shared,
+) {
+    for f in filters {
+        let HttpFilter::Mirror(Mirror { backend: Some(key), per_million }) = f else { continue };
+        let seq = MIRROR_SEQ.fetch_add(1, Ordering::Relaxed);
+        if seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) % 1_000_000 >= u64::from(*per_million) {
+            continue;
+        }
+        let Some(endpoint) = bind.backends.by_key.get(key).and_then(|b| b.endpoint().map(|e| (e, b.protocol))) else {
+            continue;
+        };
+        let (tx, copy) = http_body_util::channel::Channel::<Bytes, BoxError>::new(16);
+        let original = std::mem::replace(req.body_mut(), empty_upstream());
+        *req.body_mut() = Tee { inner: original, mirror: Some(tx) }.boxed();
+        let mut copy_req = Request::new(copy.boxed());
+        *copy_req.method_mut() = req.method().clone();
+        *copy_req.uri_mut() = req.uri().clone();
+        *copy_req.headers_mut() = req.headers().clone();
+        let clients = shared.clients.clone();
+        tokio::spawn(async move {
+            let shared_clients = clients;
+            let client = match endpoint.1 {
+                BackendProtocol::H2c => &shared_clients.h2c,
+                _ => &shared_clients.http1,
+            };
+            let pq = copy_req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+            if let Ok(uri) = Uri::try_from(format!("http://{}{pq}", endpoint.0)) {
+                *copy_req.uri_mut() = uri;
+                if let Ok(resp) = client.request(copy_req).await {
+                    // Drain so the connection can be reused.
+                    let _ = resp.into_body().collect().await;
+                }
+            }
+        });
+    }
+}
+
+fn empty_upstream() -> UpstreamBody {
+    Full::new(Bytes::new()).map_err(|never| match never {}).boxed()
+}
+
+/// A body that passes its frames on and copies data frames to a mirror.
+struct Tee {
+    inner: UpstreamBody,
+    mirror: Option<Sender<Bytes, BoxError>>,
+}
+
+impl http_body::Body for Tee {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(tx), Some(data)) = (this.mirror.as_mut(), frame.data_ref())
+                    && tx.try_send(Frame::data(data.clone())).is_err()
+                {
+                    this.mirror = None;
+                }
+            }
+            Poll::Ready(_) => this.mirror = None,
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, those named in `Connection` too, keeping what an upgrade needs.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    if let Some(u) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, u.clone());
+    }
+}
+
+/// The headers every upstream request carries: hop-by-hop ones out, X-Forwarded-* in. The
+/// Host header passes unchanged (URLRewrite may have replaced it).
+fn prepare_headers(headers: &mut HeaderMap, conn: &Conn, upgrade: Option<&HeaderValue>) {
+    strip_hop_by_hop(headers, upgrade);
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+    }
+    let ip = conn.peer.ip().to_canonical().to_string();
+    let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(existing) => format!("{existing}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+    );
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
