@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, net::SocketAddr};
 
-use api::{Kind, core::SERVICE_NAME_LABEL, route::BackendRef};
+use api::{Kind, route::BackendRef};
 
 use crate::{
     ir::{Backend, BackendProtocol},
@@ -94,7 +94,14 @@ pub fn resolve(
             });
         }
     };
-    let key = format!("{ns}/{}:{port}{}", backend.name, if transport == Transport::Udp { "/udp" } else { "" });
+    // Keys differ by transport: the same Service port is HTTP/1.1 to an HTTPRoute and
+    // HTTP/2 to a GRPCRoute unless its appProtocol says otherwise.
+    let suffix = match transport {
+        Transport::Udp => "/udp",
+        Transport::Grpc => "/grpc",
+        Transport::Http | Transport::Tcp => "",
+    };
+    let key = format!("{ns}/{}:{port}{suffix}", backend.name);
     if !backends.contains_key(&key) {
         let backend = match (is_external, &service.spec.external_name) {
             (true, Some(host)) => {
@@ -121,12 +128,7 @@ pub fn resolve(
 /// name, the port mapped by name as kube-proxy maps it.
 fn endpoints(snapshot: &Snapshot, namespace: &str, service: &str, port_name: &str, protocol: &str) -> Vec<SocketAddr> {
     let mut out = Vec::new();
-    for (o, slice) in snapshot.endpoint_slices() {
-        if o.meta().namespace() != namespace
-            || o.meta().labels.get(SERVICE_NAME_LABEL).map(String::as_str) != Some(service)
-        {
-            continue;
-        }
+    for slice in snapshot.endpoint_slices_of(namespace, service) {
         let Some(port) =
             slice.ports.iter().find(|p| p.name == port_name && p.protocol == protocol).and_then(|p| p.port)
         else {

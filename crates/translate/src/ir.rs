@@ -23,6 +23,35 @@ pub struct Bind {
     pub listeners: Vec<Listener>,
 }
 
+impl Bind {
+    /// Every backend key the listeners of this socket refer to, mirrors included.
+    pub fn backend_keys(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        let filters = |filters: &[HttpFilter], keys: &mut Vec<String>| {
+            for f in filters {
+                if let HttpFilter::Mirror(Mirror { backend: Some(k), .. }) = f {
+                    keys.push(k.clone());
+                }
+            }
+        };
+        for l in &self.listeners {
+            for r in &l.rules {
+                filters(&r.filters, &mut keys);
+                if let RuleAction::Forward(list) = &r.action {
+                    for b in list {
+                        filters(&b.filters, &mut keys);
+                        keys.extend(b.backend.clone());
+                    }
+                }
+            }
+            for s in &l.stream_routes {
+                keys.extend(s.backends.iter().filter_map(|b| b.backend.clone()));
+            }
+        }
+        keys
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum BindProtocol {
     Http,

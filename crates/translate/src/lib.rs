@@ -93,8 +93,7 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Output {
             if parents.is_empty() {
                 continue;
             }
-            let mut scratch = BTreeMap::new();
-            let compiled = compile(snapshot, obj, &mut scratch);
+            let compiled = compile(snapshot, obj, &mut out.config.backends);
             let (unresolved, invalid) = match &compiled {
                 Compiled::Http(c) => (c.unresolved.clone(), c.invalid.clone()),
                 Compiled::Stream { unresolved, .. } => (unresolved.clone(), None),
@@ -125,7 +124,6 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Output {
             }
             out.statuses.push(status_of(obj, Status::Route(status)));
             if !attachments.is_empty() {
-                out.config.backends.append(&mut scratch);
                 placed.push((route, compiled, attachments));
             }
         }
@@ -148,7 +146,9 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Output {
             out.statuses.push(status_of(obj, Status::ListenerSet(s)));
         }
     }
-    // Backends no rule refers to any more are not sent.
+    // Only backends that a served listener refers to are sent.
+    let used: BTreeSet<String> = out.config.binds.iter().flat_map(ir::Bind::backend_keys).collect();
+    out.config.backends.retain(|k, _| used.contains(k));
     out.statuses.sort_by(|a, b| a.key().cmp(&b.key()));
     out
 }

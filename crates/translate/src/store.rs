@@ -69,6 +69,9 @@ impl std::fmt::Display for ObjKey {
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     objects: BTreeMap<ObjKey, Arc<Object>>,
+    /// EndpointSlices by (namespace, `kubernetes.io/service-name`), so that resolving a
+    /// backend does not scan every slice.
+    slices_by_service: BTreeMap<(String, String), Vec<Arc<Object>>>,
 }
 
 macro_rules! typed_access {
@@ -94,7 +97,35 @@ macro_rules! typed_access {
 
 impl Snapshot {
     pub fn from_objects(objects: impl IntoIterator<Item = Object>) -> Self {
-        Self { objects: objects.into_iter().map(|o| (o.key(), Arc::new(o))).collect() }
+        Self::new(objects.into_iter().map(|o| (o.key(), Arc::new(o))).collect())
+    }
+
+    fn new(objects: BTreeMap<ObjKey, Arc<Object>>) -> Self {
+        let mut slices_by_service: BTreeMap<(String, String), Vec<Arc<Object>>> = BTreeMap::new();
+        let start = ObjKey::new(Kind::EndpointSlice, "", "");
+        for (_, o) in objects.range(start..).take_while(|(k, _)| k.kind == Kind::EndpointSlice) {
+            if let Some(service) = o.meta().labels.get(api::core::SERVICE_NAME_LABEL) {
+                slices_by_service
+                    .entry((o.meta().namespace().to_string(), service.clone()))
+                    .or_default()
+                    .push(o.clone());
+            }
+        }
+        Self { objects, slices_by_service }
+    }
+
+    /// The EndpointSlices labelled with a Service's name.
+    pub fn endpoint_slices_of(
+        &self,
+        namespace: &str,
+        service: &str,
+    ) -> impl Iterator<Item = &api::core::EndpointSlice> {
+        self.slices_by_service.get(&(namespace.to_string(), service.to_string())).into_iter().flatten().filter_map(
+            |o| match &o.resource {
+                Resource::EndpointSlice(s) => Some(s),
+                _ => None,
+            },
+        )
     }
 
     pub fn get(&self, key: &ObjKey) -> Option<&Arc<Object>> {
@@ -187,7 +218,7 @@ impl Store {
             }
         }
         self.tracked = tracked;
-        self.current = Snapshot { objects: next };
+        self.current = Snapshot::new(next);
         self.current.clone()
     }
 
