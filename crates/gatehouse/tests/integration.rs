@@ -7,4 +7,9 @@ mod integration {
     mod admin;
     mod check;
     mod reload;
+    mod routing;
+    mod filters;
+    mod forwarding;
+    mod tls;
+    mod hostile;
 }

@@ -85,6 +85,7 @@ pub struct Backends {
 }
 
 pub struct Backend {
+    pub key: Arc<str>,
     pub endpoints: Vec<SocketAddr>,
     pub protocol: BackendProtocol,
     pub external_name: Option<(String, u16)>,
@@ -111,6 +112,7 @@ impl Backends {
                 (
                     k.clone(),
                     Backend {
+                        key: k.as_str().into(),
                         endpoints: b.endpoints.clone(),
                         protocol: b.protocol,
                         external_name: b.external_name.clone(),

@@ -73,11 +73,13 @@ pub async fn forward(
             *upstream.uri_mut() = parts.uri.clone();
             apply_request_filters(&mut upstream, &choice.filters, prefix)?;
             mirror(&mut upstream, rule.filters.iter().chain(&choice.filters), bind, shared);
+            let started = tokio::time::Instant::now();
             let sent = send(upstream, endpoint, backend.protocol, shared);
             let result = match per_try {
                 Some(t) => tokio::time::timeout(t, sent).await.unwrap_or(Err(Refusal::Timeout)),
                 None => sent.await,
             };
+            shared.metrics.backend(&backend.key, result.as_ref().ok().map(|r| r.status()), started.elapsed());
             let retryable = match (&result, &rule.retry) {
                 (Ok(r), Some(policy)) => policy.codes.contains(&r.status().as_u16()),
                 (Err(Refusal::UpstreamFailed | Refusal::Timeout), Some(_)) => true,

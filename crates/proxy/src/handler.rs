@@ -46,7 +46,7 @@ pub async fn handle(
             (response, Some(labels))
         }
     };
-    shared.metrics.record(labels, response.status(), started.elapsed());
+    shared.metrics.request(labels, response.status(), started.elapsed());
     response
 }
 

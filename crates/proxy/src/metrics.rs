@@ -1,53 +1,104 @@
-//! Data-plane metrics: requests and their latency per listener and route.
+//! Data-plane metrics: requests and their latency per listener and route, and per backend.
+//! Label values are shared strings from the compiled config, so recording a request copies
+//! no text.
 
-use std::{sync::Arc, time::Duration};
+use std::{fmt::Write as _, sync::Arc, time::Duration};
 
 use http::StatusCode;
 use prometheus_client::{
-    encoding::EncodeLabelSet,
+    encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
     metrics::{counter::Counter, family::Family, histogram::Histogram},
     registry::Registry,
 };
 
+/// A label value shared with the configuration it names.
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq)]
+pub struct Label(pub Arc<str>);
+
+impl EncodeLabelValue for Label {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&self.0)
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub listener: String,
-    pub route: String,
+    pub listener: Label,
+    pub route: Label,
     pub code: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub listener: String,
-    pub route: String,
+    pub listener: Label,
+    pub route: Label,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendCodeLabels {
+    pub backend: Label,
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub backend: Label,
 }
 
 #[derive(Clone)]
 pub struct ProxyMetrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<RouteLabels, Histogram>,
+    backend_requests: Family<BackendCodeLabels, Counter>,
+    backend_duration: Family<BackendLabels, Histogram>,
+}
+
+fn latency() -> Histogram {
+    Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
 }
 
 impl ProxyMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self {
             requests: Family::default(),
-            duration: Family::new_with_constructor(|| {
-                Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
-            }),
+            duration: Family::new_with_constructor(latency),
+            backend_requests: Family::default(),
+            backend_duration: Family::new_with_constructor(latency),
         };
         let r = registry.sub_registry_with_prefix("gatehouse");
         r.register("http_requests", "HTTP requests served, by listener, route and status code", m.requests.clone());
-        r.register("http_request_duration_seconds", "Time from request to response headers", m.duration.clone());
+        r.register(
+            "http_request_duration_seconds",
+            "Time from request to response headers, by route",
+            m.duration.clone(),
+        );
+        r.register(
+            "backend_requests",
+            "Requests sent to backends, by backend and status code (0: no response)",
+            m.backend_requests.clone(),
+        );
+        r.register(
+            "backend_request_duration_seconds",
+            "Time from upstream request to response headers, by backend",
+            m.backend_duration.clone(),
+        );
         m
     }
 
-    /// Requests that matched no route are recorded with an empty route.
-    pub fn record(&self, labels: Option<(Arc<str>, Arc<str>)>, code: StatusCode, elapsed: Duration) {
-        let (listener, route) = labels.map_or((String::new(), String::new()), |(l, r)| (l.to_string(), r.to_string()));
+    /// One request as the client saw it. Requests that matched no route have empty labels.
+    pub fn request(&self, labels: Option<(Arc<str>, Arc<str>)>, code: StatusCode, elapsed: Duration) {
+        let (listener, route) = labels.map_or((Label::default(), Label::default()), |(l, r)| (Label(l), Label(r)));
         self.requests
             .get_or_create(&RequestLabels { listener: listener.clone(), route: route.clone(), code: code.as_u16() })
             .inc();
         self.duration.get_or_create(&RouteLabels { listener, route }).observe(elapsed.as_secs_f64());
+    }
+
+    /// One attempt against a backend.
+    pub fn backend(&self, backend: &Arc<str>, code: Option<StatusCode>, elapsed: Duration) {
+        let backend = Label(backend.clone());
+        let code = code.map_or(0, |c| c.as_u16());
+        self.backend_requests.get_or_create(&BackendCodeLabels { backend: backend.clone(), code }).inc();
+        self.backend_duration.get_or_create(&BackendLabels { backend }).observe(elapsed.as_secs_f64());
     }
 }

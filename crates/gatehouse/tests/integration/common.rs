@@ -280,3 +280,241 @@ spec:
 "
     )
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for the data-plane tests (http, tls, hostile).
+
+/// What a [`recording_backend`] saw, one JSON description per request, in arrival order.
+pub type Seen = std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
+
+/// The JSON description of a request as the recording backends give it: `backend`, `method`,
+/// `path`, `version`, `body`, and `headers` with repeated values joined by `,` (as the
+/// conformance echo server reports them).
+fn describe(name: &str, parts: &http::request::Parts, body: &[u8]) -> serde_json::Value {
+    let mut headers = serde_json::Map::new();
+    for key in parts.headers.keys() {
+        let joined =
+            parts.headers.get_all(key).iter().map(|v| String::from_utf8_lossy(v.as_bytes())).collect::<Vec<_>>();
+        headers.insert(key.to_string(), serde_json::Value::String(joined.join(",")));
+    }
+    serde_json::json!({
+        "backend": name,
+        "method": parts.method.as_str(),
+        "path": parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+        "authority": parts.uri.authority().map(|a| a.as_str()),
+        "version": format!("{:?}", parts.version),
+        "body": String::from_utf8_lossy(body),
+        "headers": headers,
+    })
+}
+
+/// An HTTP/1.1 and h2c server like [`echo_backend`] that also records every request it gets
+/// and reads the body. A request header `x-echo-response-header: name=value` (repeatable)
+/// makes the response carry that header.
+pub async fn recording_backend(name: &'static str) -> (SocketAddr, Seen) {
+    let seen: Seen = Default::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let log = log.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let log = log.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let description = describe(name, &parts, &body);
+                        log.lock().unwrap().push(description.clone());
+                        let mut resp = Response::new(Full::new(Bytes::from(description.to_string())));
+                        for v in parts.headers.get_all("x-echo-response-header") {
+                            if let Some((n, v)) = v.to_str().ok().and_then(|s| s.split_once('='))
+                                && let (Ok(n), Ok(v)) = (
+                                    http::HeaderName::from_bytes(n.trim().as_bytes()),
+                                    http::HeaderValue::from_str(v.trim()),
+                                )
+                            {
+                                resp.headers_mut().append(n, v);
+                            }
+                        }
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A backend that waits `delay` before answering 200 `slow`.
+pub async fn slow_backend(delay: Duration) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req: Request<Incoming>| async move {
+                    tokio::time::sleep(delay).await;
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"slow"))))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A backend that accepts any `Upgrade` request with 101 (echoing the `Upgrade` value and a
+/// `Sec-WebSocket-Accept` placeholder) and then echoes every byte back on the upgraded
+/// connection. Requests without an upgrade get 400.
+pub async fn upgrade_echo_backend() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let svc = service_fn(move |mut req: Request<Incoming>| async move {
+                    let Some(proto) = req.headers().get(http::header::UPGRADE).cloned() else {
+                        let mut r = Response::new(Full::new(Bytes::from_static(b"no upgrade")));
+                        *r.status_mut() = http::StatusCode::BAD_REQUEST;
+                        return Ok::<_, Infallible>(r);
+                    };
+                    let on = hyper::upgrade::on(&mut req);
+                    tokio::spawn(async move {
+                        if let Ok(up) = on.await {
+                            let mut io = TokioIo::new(up);
+                            let (mut r, mut w) = tokio::io::split(&mut io);
+                            let _ = tokio::io::copy(&mut r, &mut w).await;
+                        }
+                    });
+                    let mut r = Response::new(Full::new(Bytes::new()));
+                    *r.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+                    r.headers_mut().insert(http::header::UPGRADE, proto);
+                    r.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+                    r.headers_mut()
+                        .insert("sec-websocket-accept", http::HeaderValue::from_static("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+                    Ok(r)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// What a raw exchange on a socket produced: the bytes read and how reading ended.
+#[derive(Debug)]
+pub struct RawReply {
+    pub text: String,
+    /// The peer closed (EOF) or reset the connection.
+    pub closed: bool,
+    /// The read gave up after `wait` with the connection still open.
+    pub timed_out: bool,
+}
+
+impl RawReply {
+    /// The status code of the first response, if one arrived.
+    pub fn status(&self) -> Option<u16> {
+        let line = self.text.lines().next()?;
+        line.strip_prefix("HTTP/1.1 ").or_else(|| line.strip_prefix("HTTP/1.0 "))?.get(..3)?.parse().ok()
+    }
+}
+
+/// Reads from `stream` until the peer closes or `wait` passes with nothing more arriving.
+pub async fn read_until_closed(stream: &mut tokio::net::TcpStream, wait: Duration) -> RawReply {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => {
+                return RawReply { text: String::from_utf8_lossy(&out).into_owned(), closed: false, timed_out: true };
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                return RawReply { text: String::from_utf8_lossy(&out).into_owned(), closed: true, timed_out: false };
+            }
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Sends `bytes` on a fresh connection to `addr` and reads until the peer closes (or
+/// [`PATIENCE`] passes). Write errors are ignored: a peer may refuse mid-way.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> RawReply {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::time::timeout(PATIENCE, tokio::net::TcpStream::connect(addr)).await.unwrap().unwrap();
+    let _ = stream.write_all(bytes).await;
+    read_until_closed(&mut stream, PATIENCE).await
+}
+
+/// A Service `name` with one port 80 (with `appProtocol` when given) whose endpoints are
+/// `backends`; each endpoint's readiness as given.
+pub fn service_with(name: &str, app_protocol: Option<&str>, endpoints: &[(SocketAddr, bool)]) -> String {
+    let app = app_protocol.map(|p| format!("\n      appProtocol: {p}")).unwrap_or_default();
+    let port = endpoints.first().map_or(9, |(a, _)| a.port());
+    let eps: String = endpoints
+        .iter()
+        .map(|(a, ready)| format!("\n  - addresses: [\"{}\"]\n    conditions:\n      ready: {ready}", a.ip()))
+        .collect();
+    let eps = if eps.is_empty() { " []".to_string() } else { eps };
+    format!(
+        "---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+spec:
+  ports:
+    - name: http
+      port: 80{app}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}
+  labels:
+    kubernetes.io/service-name: {name}
+addressType: IPv4
+endpoints:{eps}
+ports:
+  - name: http
+    port: {port}
+"
+    )
+}
+
+/// An HTTPRoute `name` on `gw` with the given `spec` body after `parentRefs` (indented as a
+/// child of `spec:`, e.g. `"  rules:\n    - ..."`).
+pub fn route_spec(name: &str, spec: &str) -> String {
+    format!(
+        "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: {name}
+spec:
+  parentRefs:
+    - name: gw
+{spec}"
+    )
+}
+
+/// A GET through the proxy at `port` with a Host header; the backend's JSON description (or
+/// `Null` when the body is not JSON) and the status.
+pub async fn get_json(port: u16, path: &str, host: &str) -> (u16, serde_json::Value) {
+    let (code, _, body) = get_host(&format!("http://127.0.0.1:{port}{path}"), host).await.unwrap();
+    (code, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
+}

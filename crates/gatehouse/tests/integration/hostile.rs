@@ -1,0 +1,183 @@
+//! Hostile clients: oversized or malformed requests are refused without reaching a backend
+//! and without hurting other clients; slow clients are cut off; paths are normalized before
+//! routing so that dot segments cannot reach around a route.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use tokio::io::AsyncWriteExt;
+
+use super::common::*;
+
+/// A gateway routing `/public` and `/admin` to two recording backends.
+async fn setup() -> (Gateway, SocketAddr, Seen, Seen) {
+    let port = free_port();
+    let (public, public_seen) = recording_backend("public").await;
+    let (admin, admin_seen) = recording_backend("admin").await;
+    let config = format!(
+        "{CLASS}{}{}{}{}{}",
+        http_gateway(port),
+        service("public", public),
+        service("admin", admin),
+        route("public", "/public", "public"),
+        route("admin", "/admin", "admin"),
+    );
+    let gw = Gateway::start(&config).await;
+    (gw, SocketAddr::from(([127, 0, 0, 1], port)), public_seen, admin_seen)
+}
+
+async fn still_serving(proxy: SocketAddr) {
+    let (code, seen) = get_json(proxy.port(), "/public/ok", "example.com").await;
+    assert_eq!((code, seen["backend"].as_str()), (200, Some("public")), "another client is still served");
+}
+
+fn nothing_forwarded(seen: &Seen, what: &str) {
+    let seen = seen.lock().unwrap();
+    assert!(seen.is_empty(), "{what} was forwarded: {seen:?}");
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431_and_others_are_still_served() {
+    let (_gw, proxy, public_seen, _) = setup().await;
+    let big = "a".repeat(80 * 1024);
+    let req = format!("GET /public/x HTTP/1.1\r\nHost: example.com\r\nX-Big: {big}\r\n\r\n");
+    let reply = raw_exchange(proxy, req.as_bytes()).await;
+    assert_eq!(reply.status(), Some(431), "{:?}", &reply.text.get(..200));
+    assert!(reply.closed);
+
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let req = format!("GET /public/x HTTP/1.1\r\nHost: example.com\r\n{many}\r\n");
+    let reply = raw_exchange(proxy, req.as_bytes()).await;
+    assert_eq!(reply.status(), Some(431), "150 headers: {:?}", reply.text.get(..200));
+
+    nothing_forwarded(&public_seen, "an oversized request");
+    still_serving(proxy).await;
+}
+
+/// Request smuggling: a body framed both by Content-Length and Transfer-Encoding. The body,
+/// read by Content-Length, hides a second request; read as chunked it is empty.
+#[tokio::test]
+async fn content_length_with_transfer_encoding_is_refused_and_not_forwarded() {
+    let (_gw, proxy, public_seen, admin_seen) = setup().await;
+    let smuggled = "GET /admin/secret HTTP/1.1\r\nHost: example.com\r\n\r\n";
+    let body = format!("0\r\n\r\n{smuggled}");
+    let req = format!(
+        "POST /public/x HTTP/1.1\r\nHost: example.com\r\nContent-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n{body}",
+        body.len()
+    );
+    let reply = raw_exchange(proxy, req.as_bytes()).await;
+    assert!(reply.status() == Some(400) || (reply.text.is_empty() && reply.closed), "{reply:?}");
+    assert!(!reply.text.contains("200 OK"), "{reply:?}");
+    nothing_forwarded(&public_seen, "a request with both Content-Length and Transfer-Encoding");
+    nothing_forwarded(&admin_seen, "the smuggled request");
+    still_serving(proxy).await;
+}
+
+#[tokio::test]
+async fn conflicting_content_lengths_are_refused() {
+    let (_gw, proxy, public_seen, _) = setup().await;
+    for framing in ["Content-Length: 3\r\nContent-Length: 5", "Content-Length: 3, 5"] {
+        let req = format!("POST /public/x HTTP/1.1\r\nHost: example.com\r\n{framing}\r\n\r\nabcde");
+        let reply = raw_exchange(proxy, req.as_bytes()).await;
+        assert_eq!(reply.status(), Some(400), "{framing:?}: {reply:?}");
+    }
+    nothing_forwarded(&public_seen, "a request with conflicting Content-Lengths");
+    still_serving(proxy).await;
+}
+
+#[tokio::test]
+async fn nul_and_bare_cr_in_headers_are_refused() {
+    let (_gw, proxy, public_seen, _) = setup().await;
+    for bad in [&b"X-Bad: a\0b\r\n"[..], b"X-Bad: a\rb\r\n", b"X-Bad\0: v\r\n", b"X-Bad: v\rX-Injected: 1\r\n"] {
+        let mut req = b"GET /public/x HTTP/1.1\r\nHost: example.com\r\n".to_vec();
+        req.extend_from_slice(bad);
+        req.extend_from_slice(b"Connection: close\r\n\r\n");
+        let reply = raw_exchange(proxy, &req).await;
+        assert_eq!(reply.status(), Some(400), "{:?}: {reply:?}", String::from_utf8_lossy(bad));
+    }
+    nothing_forwarded(&public_seen, "a request with NUL or a bare CR in a header");
+    still_serving(proxy).await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    let (_gw, proxy, public_seen, _) = setup().await;
+    let started = Instant::now();
+    let mut slow = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    slow.write_all(b"GET /public/slow HTTP/1.1\r\nHost: example.com\r\n").await.unwrap();
+    // Keep trickling header bytes, never the blank line.
+    let trickle = tokio::spawn(async move {
+        for i in 0.. {
+            if slow.write_all(format!("X-Slow-{i}: y\r\n").as_bytes()).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if started.elapsed() > Duration::from_secs(15) {
+                return Err(slow);
+            }
+        }
+        Ok(started.elapsed())
+    });
+    // Meanwhile others are served.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    still_serving(proxy).await;
+    let cut = tokio::time::timeout(Duration::from_secs(16), trickle).await.expect("bounded").unwrap();
+    let Ok(after) = cut else { panic!("the slow client was still connected after 15 s") };
+    assert!(after >= Duration::from_secs(5), "cut off too early ({after:?})");
+    nothing_forwarded(&public_seen, "an unfinished request");
+    still_serving(proxy).await;
+}
+
+/// Header read timeouts start only once hyper knows the protocol; a connection that sends
+/// nothing (or stops inside the HTTP/2 preface) must not be held forever either.
+#[tokio::test]
+async fn a_client_that_sends_nothing_or_a_partial_preface_is_disconnected() {
+    let (_gw, proxy, _, _) = setup().await;
+    let mut idle = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let mut partial = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    partial.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let started = Instant::now();
+    let (idle_reply, partial_reply) = tokio::join!(
+        read_until_closed(&mut idle, Duration::from_secs(15)),
+        read_until_closed(&mut partial, Duration::from_secs(15))
+    );
+    assert!(idle_reply.closed, "a connection sending nothing was held for {:?}", started.elapsed());
+    assert!(partial_reply.closed, "a connection stalled in the h2 preface was held for {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn dot_segments_are_resolved_before_routing() {
+    let (_gw, proxy, public_seen, admin_seen) = setup().await;
+    for path in [
+        "/public/../admin",
+        "/public/%2e%2e/admin",
+        "/public/%2E%2E/admin",
+        "/public/./../admin",
+        "/public/.%2e/admin",
+        "/public/x/../../admin",
+    ] {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n");
+        let reply = raw_exchange(proxy, req.as_bytes()).await;
+        assert_eq!(reply.status(), Some(200), "{path}: {reply:?}");
+        let body = reply.text.split("\r\n\r\n").nth(1).unwrap_or("");
+        let seen: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        assert_eq!(seen["backend"], "admin", "{path} is /admin: {body}");
+        assert_eq!(seen["path"], "/admin", "{path}");
+    }
+    nothing_forwarded(&public_seen, "a path that resolves to /admin");
+    assert_eq!(admin_seen.lock().unwrap().len(), 6);
+
+    // The other way round: a path under /admin that resolves into /public goes to /public.
+    let reply = raw_exchange(
+        proxy,
+        b"GET /admin/%2e%2e/public/y HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(reply.text.contains("\"backend\":\"public\""), "{reply:?}");
+    // An encoded slash is data, not structure: no route matches it.
+    let reply =
+        raw_exchange(proxy, b"GET /public%2f..%2fadmin HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(reply.status(), Some(404), "{reply:?}");
+}
