@@ -10,7 +10,7 @@ use std::{
     },
 };
 
-use regex::Regex;
+use regex::{Regex, RegexSet};
 use translate::ir::{self, BackendProtocol, HttpFilter, PathMatch, RuleAction, StringMatch};
 
 use crate::{hostmap::HostMap, path::has_prefix};
@@ -27,13 +27,118 @@ pub struct ListenerConfig {
     pub name: Arc<str>,
     pub hostname: Option<String>,
     pub tls: Option<ir::TlsTermination>,
-    pub vhosts: HostMap<Arc<[Entry]>>,
+    pub vhosts: HostMap<Arc<VirtualHost>>,
     pub rules: Vec<Arc<Rule>>,
 }
 
 pub struct Entry {
     pub matcher: Matcher,
     pub rule: usize,
+}
+
+/// A virtual host's entries in precedence order, indexed by path so that a lookup examines
+/// only the entries whose path could match: the exact path, each enclosing prefix, and the
+/// regexes that match. Candidates are visited in entry order, so the first full match is the
+/// one with the highest precedence.
+pub struct VirtualHost {
+    entries: Vec<Entry>,
+    exact: HashMap<String, Vec<u32>>,
+    /// By prefix without its trailing `/` (`""` for `/`).
+    prefix: HashMap<String, Vec<u32>>,
+    /// Regex paths, all tried in one pass; `regex_entries[i]` is the entry of pattern `i`.
+    regex: Option<RegexSet>,
+    regex_entries: Vec<u32>,
+}
+
+impl VirtualHost {
+    fn new(entries: Vec<Entry>) -> Self {
+        let mut vh =
+            Self { entries, exact: HashMap::new(), prefix: HashMap::new(), regex: None, regex_entries: Vec::new() };
+        let mut patterns = Vec::new();
+        for (i, e) in vh.entries.iter().enumerate() {
+            let i = i as u32;
+            match &e.matcher.path {
+                PathMatcher::Exact(p) => vh.exact.entry(p.clone()).or_default().push(i),
+                PathMatcher::Prefix(p) => {
+                    vh.prefix.entry(p.strip_suffix('/').unwrap_or(p).to_string()).or_default().push(i)
+                }
+                PathMatcher::Regex(r) => {
+                    patterns.push(r.as_str().to_string());
+                    vh.regex_entries.push(i);
+                }
+            }
+        }
+        // Each pattern compiled alone already, so the set compiles too.
+        vh.regex = (!patterns.is_empty()).then(|| RegexSet::new(&patterns).expect("patterns compiled one by one"));
+        vh
+    }
+
+    pub fn find(
+        &self,
+        method: &http::Method,
+        path: &str,
+        headers: &http::HeaderMap,
+        query: &[(String, String)],
+    ) -> Option<&Entry> {
+        // Candidate lists, each in entry order: at most the path's depth plus one.
+        let mut lists: Vec<&[u32]> = Vec::with_capacity(8);
+        if let Some(l) = self.exact.get(path) {
+            lists.push(l);
+        }
+        if !self.prefix.is_empty() {
+            if !path.ends_with('/')
+                && let Some(l) = self.prefix.get(path)
+            {
+                lists.push(l);
+            }
+            for (i, b) in path.bytes().enumerate().skip(1) {
+                if b == b'/'
+                    && let Some(l) = self.prefix.get(&path[..i])
+                {
+                    lists.push(l);
+                }
+            }
+            if let Some(l) = self.prefix.get("") {
+                lists.push(l);
+            }
+        }
+        let plain = self.first_match(&lists, method, path, headers, query);
+        // Regexes cost a pass over the path: only when one could precede the match found.
+        let Some(set) = &self.regex else { return plain.map(|i| &self.entries[i as usize]) };
+        if plain.is_some_and(|p| self.regex_entries[0] > p) {
+            return plain.map(|i| &self.entries[i as usize]);
+        }
+        let hits: Vec<u32> = set
+            .matches(path)
+            .into_iter()
+            .map(|p| self.regex_entries[p])
+            .filter(|i| plain.is_none_or(|p| *i < p))
+            .collect();
+        self.first_match(&[&hits], method, path, headers, query).or(plain).map(|i| &self.entries[i as usize])
+    }
+
+    /// Merges candidate lists by entry index: the first entry that matches in full.
+    fn first_match(
+        &self,
+        lists: &[&[u32]],
+        method: &http::Method,
+        path: &str,
+        headers: &http::HeaderMap,
+        query: &[(String, String)],
+    ) -> Option<u32> {
+        let mut cursors = vec![0usize; lists.len()];
+        loop {
+            let (list, &next) = lists
+                .iter()
+                .enumerate()
+                .filter_map(|(l, list)| list.get(cursors[l]).map(|i| (l, i)))
+                .min_by_key(|(_, i)| **i)?;
+            cursors[list] += 1;
+            if self.entries[next as usize].matcher.matches(method, path, headers, query) {
+                return Some(next);
+            }
+        }
+    }
 }
 
 pub struct Matcher {
@@ -137,8 +242,7 @@ impl BindConfig {
         query: &[(String, String)],
     ) -> Option<(usize, &Entry)> {
         let &listener = self.by_host.get(host)?;
-        let entries = self.listeners[listener].vhosts.get(host)?;
-        let entry = entries.iter().find(|e| e.matcher.matches(method, path, headers, query))?;
+        let entry = self.listeners[listener].vhosts.get(host)?.find(method, path, headers, query)?;
         Some((listener, entry))
     }
 
@@ -162,11 +266,12 @@ impl ListenerConfig {
         let rules = l.rules.iter().map(|r| Arc::new(Rule::compile(r))).collect();
         let mut vhosts = HostMap::default();
         for vh in &l.virtual_hosts {
-            let entries: Arc<[Entry]> = vh
-                .routes
-                .iter()
-                .filter_map(|e| Some(Entry { matcher: Matcher::compile(&e.matcher)?, rule: e.rule }))
-                .collect();
+            let entries = Arc::new(VirtualHost::new(
+                vh.routes
+                    .iter()
+                    .filter_map(|e| Some(Entry { matcher: Matcher::compile(&e.matcher)?, rule: e.rule }))
+                    .collect(),
+            ));
             for h in &vh.hostnames {
                 vhosts.insert(h, entries.clone());
             }
@@ -273,5 +378,42 @@ impl Matcher {
             })
             // The first value of a repeated parameter is the one matched, as Envoy does.
             && self.query.iter().all(|(name, v)| query.iter().find(|(k, _)| k == name).is_some_and(|(_, val)| v.matches(val)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: PathMatcher, headers: Vec<(http::HeaderName, ValueMatcher)>, rule: usize) -> Entry {
+        Entry { matcher: Matcher { path, method: None, headers, query: vec![] }, rule }
+    }
+
+    fn find(vh: &VirtualHost, path: &str, headers: &http::HeaderMap) -> Option<usize> {
+        vh.find(&http::Method::GET, path, headers, &[]).map(|e| e.rule)
+    }
+
+    #[test]
+    fn the_index_visits_candidates_in_entry_order() {
+        let x = http::HeaderName::from_static("x");
+        let vh = VirtualHost::new(vec![
+            entry(PathMatcher::Exact("/a/b".into()), vec![(x.clone(), ValueMatcher::Exact("1".into()))], 0),
+            entry(PathMatcher::Prefix("/a/b/".into()), vec![], 1),
+            entry(PathMatcher::Prefix("/a".into()), vec![], 2),
+            entry(PathMatcher::Regex(Regex::new("^(?:/a/[0-9]+)$").unwrap()), vec![], 3),
+            // A less specific hostname's entries come after, in their own order.
+            entry(PathMatcher::Regex(Regex::new("^(?:/z.*)$").unwrap()), vec![], 4),
+            entry(PathMatcher::Exact("/z".into()), vec![], 5),
+            entry(PathMatcher::Prefix("/".into()), vec![], 6),
+        ]);
+        let mut h = http::HeaderMap::new();
+        assert_eq!(find(&vh, "/a/b", &h), Some(1), "the exact entry needs its header");
+        h.insert(x, "1".parse().unwrap());
+        assert_eq!(find(&vh, "/a/b", &h), Some(0));
+        assert_eq!(find(&vh, "/a/b/c", &h), Some(1));
+        assert_eq!(find(&vh, "/a/7", &h), Some(2), "the prefix precedes the regex");
+        assert_eq!(find(&vh, "/abc", &h), Some(6), "prefixes match whole segments");
+        assert_eq!(find(&vh, "/z", &h), Some(4), "an earlier regex beats a later exact path");
+        assert_eq!(find(&vh, "/", &h), Some(6));
     }
 }
