@@ -6,10 +6,11 @@ mod integration {
 
     mod admin;
     mod check;
-    mod reload;
-    mod routing;
     mod filters;
     mod forwarding;
-    mod tls;
     mod hostile;
+    mod lifecycle;
+    mod reload;
+    mod routing;
+    mod tls;
 }

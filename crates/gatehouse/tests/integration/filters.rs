@@ -220,8 +220,12 @@ async fn url_rewrite_replaces_full_paths_and_prefixes() {
         rewrite("/baz", "ReplacePrefixMatch", "/xyz/", ""),
     ]
     .concat();
-    let config =
-        format!("{CLASS}{}{}{}", http_gateway(port), service("svc", addr), route_spec("r", &format!("  rules:\n{rules}")));
+    let config = format!(
+        "{CLASS}{}{}{}",
+        http_gateway(port),
+        service("svc", addr),
+        route_spec("r", &format!("  rules:\n{rules}"))
+    );
     let _gw = Gateway::start(&config).await;
 
     for (from, to) in [
@@ -246,9 +250,10 @@ async fn url_rewrite_replaces_full_paths_and_prefixes() {
         assert_eq!(seen["path"], to, "{from}");
     }
 
-    for (from, to) in
-        [("/full/rewrite-path-and-modify-headers/test", "/test"), ("/prefix/rewrite-path-and-modify-headers/one", "/prefix/one")]
-    {
+    for (from, to) in [
+        ("/full/rewrite-path-and-modify-headers/test", "/test"),
+        ("/prefix/rewrite-path-and-modify-headers/one", "/prefix/one"),
+    ] {
         let (code, _, body) = request(get_with(
             &format!("http://127.0.0.1:{port}{from}"),
             "example.com",

@@ -90,10 +90,7 @@ async fn method_header_and_query_matches_with_their_precedence() {
             "        - path:\n            type: PathPrefix\n            value: /m\n          headers:\n            - name: X-Version\n              value: v2\n",
             "v2"
         ),
-        rule(
-            "        - path:\n            type: PathPrefix\n            value: /m\n          method: POST\n",
-            "post"
-        ),
+        rule("        - path:\n            type: PathPrefix\n            value: /m\n          method: POST\n", "post"),
         rule(
             "        - path:\n            type: PathPrefix\n            value: /r\n          headers:\n            - name: x-id\n              type: RegularExpression\n              value: \"[0-9]+\"\n",
             "regex"
