@@ -346,7 +346,7 @@ run_max() {
 run_rate() {
     local name=$1 round=$2 raw="$OUT/$1.oha.$2.json" t0 t1 ok total p50 p99 rps
     t0=$(cpu_ticks ${CPU_PIDS[$name]})
-    timeout $((DURATION + 30)) oha -z "${DURATION}s" -q "$RATE" -c "$CONNS" --latency-correction \
+    timeout $((DURATION + 30)) oha -z "${DURATION}s" -q "$RATE" -c "$CONNS" --latency-correction -w \
         --no-tui --output-format json "${URL[$name]}" >"$raw"
     t1=$(cpu_ticks ${CPU_PIDS[$name]})
     ok=$(jq '[.statusCodeDistribution // {} | to_entries[] | select(.key | startswith("2")) | .value] | add // 0' "$raw")
@@ -394,11 +394,11 @@ fmt() { awk -v v="$1" -v f="$2" 'BEGIN {if (v == "nan") print v; else printf f, 
     printf '| %-40s | %12s | %12s | %15s |\n' metric gatehouse nginx gatehouse/nginx
     printf '| %-40s | %12s | %12s | %15s |\n' "$(printf -- '-%.0s' {1..40})" "------------" "------------" "---------------"
     row "max throughput, req/s (wrk -t$THREADS -c$CONNS)" "$(fmt "$gatehouse_rps" %.0f)" "$(fmt "$nginx_rps" %.0f)"
-    row "CPU-µs/request at max throughput" "$gatehouse_cpu_max" "$nginx_cpu_max"
+    row "CPU-us/request at max throughput" "$gatehouse_cpu_max" "$nginx_cpu_max"
     row "latency p50 @ $RATE req/s, ms (oha)" "$(fmt "$gatehouse_p50" %.3f)" "$(fmt "$nginx_p50" %.3f)"
     row "latency p99 @ $RATE req/s, ms (oha)" "$(fmt "$gatehouse_p99" %.3f)" "$(fmt "$nginx_p99" %.3f)"
     row "achieved rate @ $RATE req/s" "$(fmt "$gatehouse_rate" %.0f)" "$(fmt "$nginx_rate" %.0f)"
-    row "CPU-µs/request @ $RATE req/s" "$gatehouse_cpu_rate" "$nginx_cpu_rate"
+    row "CPU-us/request @ $RATE req/s" "$gatehouse_cpu_rate" "$nginx_cpu_rate"
     row "peak RSS, MiB (VmHWM; nginx: worker)" "$gatehouse_rss" "$nginx_rss"
     row "errors (non-2xx + socket), wrk / oha" "$gatehouse_err_max / $gatehouse_err_rate" "$nginx_err_max / $nginx_err_rate" noratio
     echo

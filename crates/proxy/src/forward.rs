@@ -284,13 +284,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
     }
 }
 
-/// The headers every upstream request carries: hop-by-hop ones out, X-Forwarded-* in. The
-/// Host header passes unchanged (URLRewrite may have replaced it).
+/// The headers every upstream request carries: hop-by-hop ones out, X-Forwarded-For and
+/// -Proto in (X-Forwarded-Host was set before filters ran). The Host header passes
+/// unchanged unless URLRewrite replaced it.
 fn prepare_headers(headers: &mut HeaderMap, conn: &Conn, upgrade: Option<&HeaderValue>) {
     strip_hop_by_hop(headers, upgrade);
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
-    }
     let ip = conn.peer.ip().to_canonical().to_string();
     let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(existing) => format!("{existing}, {ip}"),

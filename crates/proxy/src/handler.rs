@@ -60,13 +60,21 @@ fn route(
     bind: &BindConfig,
     conn: &Conn,
 ) -> Result<(usize, Arc<Rule>, Option<String>), Refusal> {
-    let raw_host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
-        .unwrap_or("");
-    let host = normalize_host(raw_host).into_owned();
+    check_framing(req)?;
+    // The request target's authority (HTTP/2, or absolute-form in HTTP/1.1) is the host:
+    // it replaces any Host header (RFC 9112 §3.2.2), so routing and the backend agree.
+    if let Some(authority) = req.uri().authority() {
+        let value = HeaderValue::from_str(authority.as_str()).map_err(|_| Refusal::BadRequest)?;
+        req.headers_mut().insert(header::HOST, value);
+    }
+    let host = match req.headers().get(header::HOST).cloned() {
+        Some(h) => {
+            req.headers_mut().insert(HeaderName::from_static("x-forwarded-host"), h.clone());
+            normalize_host(h.to_str().map_err(|_| Refusal::BadRequest)?).into_owned()
+        }
+        None if req.version() == http::Version::HTTP_11 => return Err(Refusal::BadRequest),
+        None => String::new(),
+    };
     let normalized = path::normalize(req.uri().path()).ok_or(Refusal::BadRequest)?;
     if let std::borrow::Cow::Owned(p) = &normalized {
         let pq = match req.uri().query() {
@@ -88,6 +96,17 @@ fn route(
         _ => None,
     };
     Ok((listener, bind.listeners[listener].rules[entry.rule].clone(), prefix))
+}
+
+/// A request naming its host twice is refused rather than guessed at (RFC 9112 §3.2).
+/// Ambiguous framing never gets this far: hyper lets Transfer-Encoding override
+/// Content-Length, drops the latter and closes the connection after the response
+/// (RFC 9112 §6.3), so no backend sees both.
+fn check_framing(req: &Request<Incoming>) -> Result<(), Refusal> {
+    if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
+        return Err(Refusal::BadRequest);
+    }
+    Ok(())
 }
 
 /// `a=1&b=x%20y` as decoded pairs, parsed once per request.

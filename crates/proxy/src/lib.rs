@@ -11,6 +11,7 @@ pub mod hostmap;
 mod metrics;
 pub mod path;
 mod respond;
+mod rewind;
 mod server;
 mod tls;
 mod upstream;

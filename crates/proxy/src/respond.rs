@@ -60,6 +60,10 @@ impl Refusal {
         let mut r = Response::new(full(format!("{}\n", status.canonical_reason().unwrap_or(""))));
         *r.status_mut() = status;
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        if self == Refusal::BadRequest {
+            // What follows a malformed request on this connection cannot be trusted.
+            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         r
     }
 }

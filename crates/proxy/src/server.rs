@@ -17,7 +17,16 @@ use tokio::{
     sync::{oneshot, watch},
 };
 
-use crate::{Shared, config::BindConfig, handler};
+use crate::{
+    Shared,
+    config::BindConfig,
+    handler,
+    rewind::{Rewind, first_bytes},
+};
+
+/// How long a client may take to complete its TLS handshake, and then to send the first
+/// bytes of HTTP (after which hyper's own header timeout takes over).
+const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a socket serves now; swapped whole on reconfiguration.
 pub struct BindState {
@@ -110,19 +119,24 @@ async fn serve(
     let tls = state.load().tls.clone();
     match tls {
         None => {
+            let mut stream = stream;
+            let Some(prefix) = first_bytes(&mut stream, FIRST_BYTES_TIMEOUT).await else { return };
             let conn = Arc::new(handler::Conn { peer, local, tls: false, sni_listener: None });
             let svc = service(state, shared, conn);
-            let _ = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned()).await;
+            let io = TokioIo::new(Rewind::new(prefix, stream));
+            let _ = watcher.watch(builder.serve_connection_with_upgrades(io, svc).into_owned()).await;
         }
         Some(config) => {
             let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
             // A client that never finishes its handshake must not hold a connection forever.
-            let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), accept).await else { return };
+            let Ok(Ok(mut tls)) = tokio::time::timeout(FIRST_BYTES_TIMEOUT, accept).await else { return };
             let sni = tls.get_ref().1.server_name().map(str::to_ascii_lowercase).unwrap_or_default();
             let sni_listener = state.load().config.by_host.get(&sni).copied();
+            let Some(prefix) = first_bytes(&mut tls, FIRST_BYTES_TIMEOUT).await else { return };
             let conn = Arc::new(handler::Conn { peer, local, tls: true, sni_listener });
             let svc = service(state, shared, conn);
-            let _ = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).into_owned()).await;
+            let io = TokioIo::new(Rewind::new(prefix, tls));
+            let _ = watcher.watch(builder.serve_connection_with_upgrades(io, svc).into_owned()).await;
         }
     }
 }

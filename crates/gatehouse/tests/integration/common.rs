@@ -49,7 +49,10 @@ impl Gateway {
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(std::env::var_os("GATEHOUSE_TEST_LOG").map_or(Stdio::null(), |p| std::fs::File::create(p).unwrap().into()))
+            .stderr(
+                std::env::var_os("GATEHOUSE_TEST_LOG")
+                    .map_or(Stdio::null(), |p| std::fs::File::create(p).unwrap().into()),
+            )
             .spawn()
             .expect("gatehouse starts");
         let gw = Gateway { child, admin, dir };

@@ -180,7 +180,6 @@ async fn an_h2c_prior_knowledge_client_is_served() {
 /// HTTP/2 carries the host in `:authority`, not in a Host header; the backend must still get
 /// the client's host (RFC 9113 §8.3.1), not the endpoint's address.
 #[tokio::test]
-#[ignore = "proxy bug: an HTTP/2 request's :authority is not forwarded as Host (backend sees its own ip:port, no X-Forwarded-Host)"]
 async fn the_authority_of_an_h2c_request_reaches_the_backend_as_host() {
     let port = free_port();
     let (addr, _) = recording_backend("echo").await;

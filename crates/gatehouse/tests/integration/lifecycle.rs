@@ -56,7 +56,10 @@ async fn reloading_100_times_under_load_fails_no_request() {
                 let status = match sent {
                     Ok(Ok(resp)) => {
                         let status = resp.status().as_u16();
-                        http_body_util::BodyExt::collect(resp.into_body()).await.map(|_| status).map_err(|e| e.to_string())
+                        http_body_util::BodyExt::collect(resp.into_body())
+                            .await
+                            .map(|_| status)
+                            .map_err(|e| e.to_string())
                     }
                     Ok(Err(e)) => Err(e.to_string()),
                     Err(_) => Err("timed out".into()),

@@ -195,7 +195,6 @@ async fn alpn_h2_is_negotiated_and_served() {
 }
 
 #[tokio::test]
-#[ignore = "proxy bug: an HTTP/2 request's :authority is not forwarded as Host (backend sees its own ip:port, no X-Forwarded-Host)"]
 async fn the_authority_of_an_h2_request_reaches_the_backend_as_host() {
     let pki = Pki::new(&["a.example.com", "b.example.com"]);
     let (_gw, port) = two_listeners(&pki).await;
