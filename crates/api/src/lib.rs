@@ -118,8 +118,10 @@ impl std::fmt::Display for Kind {
     }
 }
 
-/// One resource of any kind gatehouse reads.
+/// One resource of any kind gatehouse reads. Resources live behind an `Arc` in the store,
+/// so the spread of variant sizes costs nothing worth boxing for.
 #[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Resource {
     GatewayClass(gateway::GatewayClass),
     Gateway(gateway::Gateway),

@@ -41,11 +41,11 @@ pub fn validate(resource: &Resource) -> Vec<String> {
         Resource::TlsRoute(r) => stream_route(&mut v, r, true),
         Resource::TcpRoute(r) | Resource::UdpRoute(r) => stream_route(&mut v, r, false),
         Resource::BackendTlsPolicy(p) => backend_tls_policy(&mut v, p),
-        Resource::GatewayClass(gc) => {
-            if !gc.spec.controller_name.contains('/') {
-                v.add("spec.controllerName", "must be a domain-prefixed path, such as example.com/controller");
-            }
-        }
+        Resource::GatewayClass(gc) => v.check(
+            gc.spec.controller_name.contains('/'),
+            "spec.controllerName",
+            "must be a domain-prefixed path, such as example.com/controller",
+        ),
         Resource::ReferenceGrant(g) => {
             v.check(!g.spec.from.is_empty(), "spec.from", "must have at least 1 item");
             v.check(!g.spec.to.is_empty(), "spec.to", "must have at least 1 item");

@@ -304,22 +304,22 @@ impl Rule {
 
     /// The backend for the next request, spreading requests over backends in proportion to
     /// their weights (a deterministic weighted round-robin). `Err(())` when the share falls
-    /// on an invalid backend or there is none: the request answers 500.
-    pub fn pick(&self) -> Result<&ir::WeightedBackend, ()> {
-        let Action::Forward { backends, total, next } = &self.action else { return Err(()) };
+    /// on an invalid backend or there is none (`None`): the request answers 500.
+    pub fn pick(&self) -> Option<&ir::WeightedBackend> {
+        let Action::Forward { backends, total, next } = &self.action else { return None };
         if *total == 0 {
-            return Err(());
+            return None;
         }
         // Spread with a multiplicative step so consecutive requests interleave backends.
         let n = next.fetch_add(1, Ordering::Relaxed) as u64;
         let mut slot = ((n.wrapping_mul(2_654_435_761)) % u64::from(*total)) as u32;
         for (w, b) in backends {
             if slot < *w {
-                return b.as_ref().filter(|b| b.backend.is_some()).ok_or(());
+                return b.as_ref().filter(|b| b.backend.is_some());
             }
             slot -= w;
         }
-        Err(())
+        None
     }
 }
 

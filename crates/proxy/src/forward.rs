@@ -56,7 +56,7 @@ pub async fn forward(
     let attempts = async {
         let mut attempt = 0;
         loop {
-            let choice = rule.pick().map_err(|()| Refusal::Invalid)?;
+            let choice = rule.pick().ok_or(Refusal::Invalid)?;
             let key = choice.backend.as_deref().ok_or(Refusal::Invalid)?;
             let backend = bind.backends.by_key.get(key).ok_or(Refusal::Invalid)?;
             let endpoint = match &backend.external_name {

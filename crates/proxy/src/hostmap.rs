@@ -27,7 +27,7 @@ impl<T> HostMap<T> {
         } else if let Some(suffix) = name.strip_prefix('*') {
             if !self.wildcards.iter().any(|(s, _)| s == suffix) {
                 self.wildcards.push((suffix.to_string(), value));
-                self.wildcards.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+                self.wildcards.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
             }
         } else {
             self.exact.entry(name).or_insert(value);

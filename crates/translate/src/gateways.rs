@@ -39,10 +39,21 @@ pub struct GatewayCtx<'s> {
 }
 
 /// Where a listener was declared.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub enum Owner<'s> {
     Gateway,
     ListenerSet(&'s Arc<Object>),
+}
+
+/// The same declaring resource: the same object in the snapshot.
+impl PartialEq for Owner<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Owner::Gateway, Owner::Gateway) => true,
+            (Owner::ListenerSet(a), Owner::ListenerSet(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
 }
 
 pub struct ListenerCtx<'s> {
@@ -140,7 +151,7 @@ pub fn gateways<'s>(snapshot: &'s Snapshot, settings: &Settings, classes: &BTree
     let mut ours: Vec<(&Arc<Object>, &Gateway)> =
         snapshot.gateways().filter(|(_, g)| classes.contains(g.spec.gateway_class_name.as_str())).collect();
     let addresses = assign_addresses(&ours, settings);
-    ours.sort_by(|a, b| precedence(a.0).cmp(&precedence(b.0)));
+    ours.sort_by_key(|a| precedence(a.0));
 
     let mut gateways = Vec::new();
     for (obj, gw) in ours {
@@ -361,7 +372,7 @@ fn attach_listener_sets<'s>(snapshot: &'s Snapshot, ctx: &mut GatewayCtx<'s>) {
                 && p.namespace.as_deref().unwrap_or(o.meta().namespace()) == gw_ns
         })
         .collect();
-    sets.sort_by(|a, b| precedence(a.0).cmp(&precedence(b.0)));
+    sets.sort_by_key(|a| precedence(a.0));
     let allowed = ctx.spec.spec.allowed_listeners.clone().unwrap_or_default().namespaces;
     for (obj, ls) in sets {
         let ns = obj.meta().namespace();

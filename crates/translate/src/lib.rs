@@ -130,10 +130,10 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Output {
     }
 
     // attachedRoutes: distinct routes per listener.
-    let mut counted: BTreeSet<(usize, usize, &Object)> = BTreeSet::new();
+    let mut counted: BTreeSet<(usize, usize, store::ObjKey)> = BTreeSet::new();
     for (route, _, attachments) in &placed {
         for a in attachments {
-            if counted.insert((a.gateway, a.listener, route.obj.as_ref())) {
+            if counted.insert((a.gateway, a.listener, route.obj.key())) {
                 gateways[a.gateway].listeners[a.listener].attached_routes += 1;
             }
         }
@@ -149,23 +149,9 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Output {
     // Only backends that a served listener refers to are sent.
     let used: BTreeSet<String> = out.config.binds.iter().flat_map(ir::Bind::backend_keys).collect();
     out.config.backends.retain(|k, _| used.contains(k));
-    out.statuses.sort_by(|a, b| a.key().cmp(&b.key()));
+    out.statuses.sort_by_key(ResourceStatus::key);
     out
 }
-
-impl PartialOrd for Object {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.key().cmp(&other.key()))
-    }
-}
-
-impl Ord for Object {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.key().cmp(&other.key())
-    }
-}
-
-impl Eq for Object {}
 
 fn route_ref(obj: &std::sync::Arc<Object>) -> Option<RouteRef<'_>> {
     let (kind, common) = match &obj.resource {

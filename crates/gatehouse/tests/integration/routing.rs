@@ -71,7 +71,7 @@ async fn path_prefix_matches_whole_segments_and_exact_matches_only_itself() {
 
 #[tokio::test]
 async fn method_header_and_query_matches_with_their_precedence() {
-    let mut config = format!("{CLASS}");
+    let mut config = CLASS.to_string();
     let port = free_port();
     config.push_str(&http_gateway(port));
     for name in ["post", "v2", "blue", "regex", "default"] {
