@@ -36,6 +36,24 @@ pub struct Entry {
     pub rule: usize,
 }
 
+/// Candidate lists one lookup may gather (one per path segment that has a prefix route).
+const MAX_LISTS: usize = 32;
+
+/// Candidate lists gathered on the stack; `n` counts past the capacity to report overflow.
+struct Candidates<'a> {
+    lists: [&'a [u32]; MAX_LISTS],
+    n: usize,
+}
+
+impl<'a> Candidates<'a> {
+    fn push(&mut self, list: &'a [u32]) {
+        if self.n < MAX_LISTS {
+            self.lists[self.n] = list;
+        }
+        self.n += 1;
+    }
+}
+
 /// A virtual host's entries in precedence order, indexed by path so that a lookup examines
 /// only the entries whose path could match: the exact path, each enclosing prefix, and the
 /// regexes that match. Candidates are visited in entry order, so the first full match is the
@@ -80,29 +98,34 @@ impl VirtualHost {
         headers: &http::HeaderMap,
         query: &[(String, String)],
     ) -> Option<&Entry> {
-        // Candidate lists, each in entry order: at most the path's depth plus one.
-        let mut lists: Vec<&[u32]> = Vec::with_capacity(8);
+        // Candidate lists, each in entry order: the exact path, each enclosing prefix.
+        let mut c = Candidates { lists: [&[]; MAX_LISTS], n: 0 };
         if let Some(l) = self.exact.get(path) {
-            lists.push(l);
+            c.push(l);
         }
         if !self.prefix.is_empty() {
             if !path.ends_with('/')
                 && let Some(l) = self.prefix.get(path)
             {
-                lists.push(l);
+                c.push(l);
             }
             for (i, b) in path.bytes().enumerate().skip(1) {
                 if b == b'/'
                     && let Some(l) = self.prefix.get(&path[..i])
                 {
-                    lists.push(l);
+                    c.push(l);
                 }
             }
             if let Some(l) = self.prefix.get("") {
-                lists.push(l);
+                c.push(l);
             }
         }
-        let plain = self.first_match(&lists, method, path, headers, query);
+        if c.n > MAX_LISTS {
+            // A pathologically deep path: fall back to trying every entry in order.
+            return self.entries.iter().find(|e| e.matcher.matches(method, path, headers, query));
+        }
+        let lists = &c.lists[..c.n];
+        let plain = self.first_match(lists, method, path, headers, query);
         // Regexes cost a pass over the path: only when one could precede the match found.
         let Some(set) = &self.regex else { return plain.map(|i| &self.entries[i as usize]) };
         if plain.is_some_and(|p| self.regex_entries[0] > p) {
@@ -126,7 +149,7 @@ impl VirtualHost {
         headers: &http::HeaderMap,
         query: &[(String, String)],
     ) -> Option<u32> {
-        let mut cursors = vec![0usize; lists.len()];
+        let mut cursors = [0usize; MAX_LISTS];
         loop {
             let (list, &next) = lists
                 .iter()
@@ -150,7 +173,7 @@ pub struct Matcher {
 
 pub enum PathMatcher {
     Exact(String),
-    Prefix(String),
+    Prefix(Arc<str>),
     Regex(Regex),
 }
 
@@ -191,7 +214,8 @@ pub struct Backends {
 
 pub struct Backend {
     pub key: Arc<str>,
-    pub endpoints: Vec<SocketAddr>,
+    /// Each endpoint with its URI authority, built once rather than per request.
+    pub endpoints: Vec<(SocketAddr, http::uri::Authority)>,
     pub protocol: BackendProtocol,
     pub external_name: Option<(String, u16)>,
     next: AtomicUsize,
@@ -199,12 +223,12 @@ pub struct Backend {
 
 impl Backend {
     /// The next endpoint, round-robin.
-    pub fn endpoint(&self) -> Option<SocketAddr> {
+    pub fn endpoint(&self) -> Option<&(SocketAddr, http::uri::Authority)> {
         if self.endpoints.is_empty() {
             return None;
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed);
-        Some(self.endpoints[i % self.endpoints.len()])
+        Some(&self.endpoints[i % self.endpoints.len()])
     }
 }
 
@@ -218,7 +242,7 @@ impl Backends {
                     k.clone(),
                     Backend {
                         key: k.as_str().into(),
-                        endpoints: b.endpoints.clone(),
+                        endpoints: b.endpoints.iter().filter_map(|e| Some((*e, authority(*e)?))).collect(),
                         protocol: b.protocol,
                         external_name: b.external_name.clone(),
                         next: AtomicUsize::new(0),
@@ -228,6 +252,11 @@ impl Backends {
             .collect();
         Self { by_key }
     }
+}
+
+/// `ip:port` (IPv6 in brackets) as a URI authority.
+pub fn authority(endpoint: SocketAddr) -> Option<http::uri::Authority> {
+    http::uri::Authority::try_from(endpoint.to_string()).ok()
 }
 
 impl BindConfig {
@@ -337,7 +366,7 @@ impl Matcher {
         Some(Self {
             path: match &m.path {
                 PathMatch::Exact(p) => PathMatcher::Exact(p.clone()),
-                PathMatch::Prefix(p) => PathMatcher::Prefix(p.clone()),
+                PathMatch::Prefix(p) => PathMatcher::Prefix(p.as_str().into()),
                 PathMatch::Regex(r) => PathMatcher::Regex(anchored(r)?),
             },
             method: m.method.as_deref().and_then(|s| s.parse().ok()),

@@ -10,7 +10,10 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header,
+    uri::{Authority, PathAndQuery},
+};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, channel::Sender};
 use hyper::body::Incoming;
@@ -46,6 +49,8 @@ pub async fn forward(
     };
     let (mut parts, body) = req.into_parts();
     prepare_headers(&mut parts.headers, conn, upgrade.as_ref());
+    // The last attempt takes the headers; earlier ones (retries) work on copies.
+    let mut headers = Some(std::mem::take(&mut parts.headers));
     let mut body = if retries > 0 {
         let bytes = body.collect().await.map_err(|_| Refusal::BadRequest)?.to_bytes();
         Pending::Buffered(bytes)
@@ -60,16 +65,20 @@ pub async fn forward(
             let key = choice.backend.as_deref().ok_or(Refusal::Invalid)?;
             let backend = bind.backends.by_key.get(key).ok_or(Refusal::Invalid)?;
             let endpoint = match &backend.external_name {
-                Some((host, port)) => tokio::net::lookup_host((host.as_str(), *port))
-                    .await
-                    .ok()
-                    .and_then(|mut a| a.next())
-                    .ok_or(Refusal::NoEndpoints)?,
-                None => backend.endpoint().ok_or(Refusal::NoEndpoints)?,
+                Some((host, port)) => {
+                    let resolved =
+                        tokio::net::lookup_host((host.as_str(), *port)).await.ok().and_then(|mut a| a.next());
+                    resolved.and_then(|a| Some((a, crate::config::authority(a)?))).ok_or(Refusal::NoEndpoints)?
+                }
+                None => backend.endpoint().cloned().ok_or(Refusal::NoEndpoints)?,
             };
             let mut upstream = Request::new(body.take());
             *upstream.method_mut() = parts.method.clone();
-            *upstream.headers_mut() = parts.headers.clone();
+            *upstream.headers_mut() = if attempt < retries {
+                headers.clone().unwrap_or_default()
+            } else {
+                headers.take().unwrap_or_default()
+            };
             *upstream.uri_mut() = parts.uri.clone();
             apply_request_filters(&mut upstream, &choice.filters, prefix)?;
             mirror(&mut upstream, rule.filters.iter().chain(&choice.filters), bind, shared);
@@ -149,12 +158,11 @@ fn replayable(req: &Request<Incoming>) -> bool {
 
 async fn send(
     mut req: Request<UpstreamBody>,
-    endpoint: SocketAddr,
+    (endpoint, authority): (SocketAddr, Authority),
     protocol: BackendProtocol,
     shared: &Shared,
 ) -> Result<Response<Incoming>, Refusal> {
-    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    *req.uri_mut() = Uri::try_from(format!("http://{endpoint}{pq}")).map_err(|_| Refusal::BadRequest)?;
+    *req.uri_mut() = upstream_uri(req.uri(), authority)?;
     let client = match protocol {
         BackendProtocol::H2c => {
             *req.version_mut() = http::Version::HTTP_2;
@@ -187,33 +195,40 @@ fn mirror<'a>(
         if seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) % 1_000_000 >= u64::from(*per_million) {
             continue;
         }
-        let Some(endpoint) = bind.backends.by_key.get(key).and_then(|b| b.endpoint().map(|e| (e, b.protocol))) else {
+        let Some((endpoint, protocol)) =
+            bind.backends.by_key.get(key).and_then(|b| b.endpoint().map(|e| (e.1.clone(), b.protocol)))
+        else {
             continue;
         };
+        let Ok(uri) = upstream_uri(req.uri(), endpoint) else { continue };
         let (tx, copy) = http_body_util::channel::Channel::<Bytes, BoxError>::new(16);
         let original = std::mem::replace(req.body_mut(), empty_upstream());
         *req.body_mut() = Tee { inner: original, mirror: Some(tx) }.boxed();
         let mut copy_req = Request::new(copy.boxed());
         *copy_req.method_mut() = req.method().clone();
-        *copy_req.uri_mut() = req.uri().clone();
+        *copy_req.uri_mut() = uri;
         *copy_req.headers_mut() = req.headers().clone();
         let clients = shared.clients.clone();
         tokio::spawn(async move {
-            let shared_clients = clients;
-            let client = match endpoint.1 {
-                BackendProtocol::H2c => &shared_clients.h2c,
-                _ => &shared_clients.http1,
+            let client = match protocol {
+                BackendProtocol::H2c => &clients.h2c,
+                _ => &clients.http1,
             };
-            let pq = copy_req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
-            if let Ok(uri) = Uri::try_from(format!("http://{}{pq}", endpoint.0)) {
-                *copy_req.uri_mut() = uri;
-                if let Ok(resp) = client.request(copy_req).await {
-                    // Drain so the connection can be reused.
-                    let _ = resp.into_body().collect().await;
-                }
+            if let Ok(resp) = client.request(copy_req).await {
+                // Drain so the connection can be reused.
+                let _ = resp.into_body().collect().await;
             }
         });
     }
+}
+
+/// `http://<endpoint><path and query of the request>`, built from parts without parsing.
+fn upstream_uri(uri: &Uri, authority: Authority) -> Result<Uri, Refusal> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+    Uri::from_parts(parts).map_err(|_| Refusal::BadRequest)
 }
 
 fn empty_upstream() -> UpstreamBody {
@@ -289,10 +304,10 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
 /// unchanged unless URLRewrite replaced it.
 fn prepare_headers(headers: &mut HeaderMap, conn: &Conn, upgrade: Option<&HeaderValue>) {
     strip_hop_by_hop(headers, upgrade);
-    let ip = conn.peer.ip().to_canonical().to_string();
+    let ip = conn.peer.ip().to_canonical();
     let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(existing) => format!("{existing}, {ip}"),
-        None => ip,
+        None => ip.to_string(),
     };
     if let Ok(v) = HeaderValue::from_str(&value) {
         headers.insert(HeaderName::from_static("x-forwarded-for"), v);

@@ -37,9 +37,9 @@ pub async fn handle(
     let grpc = is_grpc(req.headers());
     let (response, labels) = match route(&mut req, &bind, &conn) {
         Err(refusal) => (refusal.into_response(grpc), None),
-        Ok((listener, rule, matched_prefix)) => {
+        Ok(Routed { listener, rule, prefix }) => {
             let labels = (bind.listeners[listener].name.clone(), rule.name.clone());
-            let response = match run_rule(req, &bind, &conn, &shared, &rule, matched_prefix).await {
+            let response = match run_rule(req, &bind, &conn, &shared, &rule, prefix).await {
                 Ok(r) => r,
                 Err(refusal) => refusal.into_response(rule.grpc || grpc),
             };
@@ -54,12 +54,16 @@ fn is_grpc(headers: &HeaderMap) -> bool {
     headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
+/// Where a request was routed.
+struct Routed {
+    listener: usize,
+    rule: Arc<Rule>,
+    /// The PathPrefix that matched, for ReplacePrefixMatch.
+    prefix: Option<Arc<str>>,
+}
+
 /// Listener, virtual host and rule for a request; the path is normalized in place.
-fn route(
-    req: &mut Request<Incoming>,
-    bind: &BindConfig,
-    conn: &Conn,
-) -> Result<(usize, Arc<Rule>, Option<String>), Refusal> {
+fn route(req: &mut Request<Incoming>, bind: &BindConfig, conn: &Conn) -> Result<Routed, Refusal> {
     check_framing(req)?;
     // The request target's authority (HTTP/2, or absolute-form in HTTP/1.1) is the host:
     // it replaces any Host header (RFC 9112 §3.2.2), so routing and the backend agree.
@@ -95,7 +99,7 @@ fn route(
         PathMatcher::Prefix(p) => Some(p.clone()),
         _ => None,
     };
-    Ok((listener, bind.listeners[listener].rules[entry.rule].clone(), prefix))
+    Ok(Routed { listener, rule: bind.listeners[listener].rules[entry.rule].clone(), prefix })
 }
 
 /// A request naming its host twice is refused rather than guessed at (RFC 9112 §3.2).
@@ -156,7 +160,7 @@ async fn run_rule(
     conn: &Conn,
     shared: &Shared,
     rule: &Rule,
-    prefix: Option<String>,
+    prefix: Option<Arc<str>>,
 ) -> Result<Response<Body>, Refusal> {
     apply_request_filters(&mut req, &rule.filters, prefix.as_deref())?;
     match &rule.action {
