@@ -10,6 +10,7 @@ mod integration {
     mod forwarding;
     mod hostile;
     mod lifecycle;
+    mod mirror_retry;
     mod reload;
     mod routing;
     mod tls;
