@@ -83,6 +83,12 @@ impl ListenerCtx<'_> {
         self.accepted() && !matches!(self.refs_error, Some((r, _)) if r != reason::INVALID_ROUTE_KINDS)
     }
 
+    /// Whether this data plane serves the listener's protocol yet (TCP, UDP and TLS
+    /// listeners are translated but not served).
+    fn served(&self) -> bool {
+        matches!(self.protocol, Some(ListenerProtocol::Http | ListenerProtocol::Https))
+    }
+
     pub fn port(&self) -> u16 {
         self.spec.port as u16
     }
@@ -706,6 +712,13 @@ impl ListenerCtx<'_> {
         });
         conditions.push(match &self.conflict {
             Some((r, msg)) => condition(reason::PROGRAMMED, false, r, msg.clone(), generation),
+            None if self.programmed() && gateway_programmed && !self.served() => condition(
+                reason::PROGRAMMED,
+                false,
+                reason::PENDING,
+                format!("the data plane does not serve {} listeners yet", self.spec.protocol),
+                generation,
+            ),
             None if self.programmed() && gateway_programmed => condition(
                 reason::PROGRAMMED,
                 true,

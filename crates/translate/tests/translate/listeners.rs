@@ -419,3 +419,28 @@ fn attached_routes_counting() {
         assert_eq!(cond(p, "Accepted"), "True/Accepted");
     }
 }
+
+/// TCP, UDP and TLS listeners are valid but not served by the data plane yet: status must
+/// not claim they are programmed.
+#[test]
+fn listeners_the_data_plane_does_not_serve_yet_are_pending() {
+    let t = run("\
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  gatewayClassName: gatehouse
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+  - {name: tcp, port: 5432, protocol: TCP}
+  - {name: udp, port: 53, protocol: UDP}
+");
+    let gw = t.gateway("default", "gw");
+    assert_eq!(cond(&gw, "Programmed"), "True/Programmed");
+    assert_eq!(cond(listener(&gw, "http"), "Programmed"), "True/Programmed");
+    for name in ["tcp", "udp"] {
+        let l = listener(&gw, name);
+        assert_eq!(cond(l, "Accepted"), "True/Accepted", "{name}");
+        assert_eq!(cond(l, "Programmed"), "False/Pending", "{name}");
+    }
+}
