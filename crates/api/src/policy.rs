@@ -66,7 +66,7 @@ pub struct PolicyTargetReference {
 pub struct BackendTlsValidation {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ca_certificate_refs: Vec<LocalObjectReference>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "wellKnownCACertificates", default, skip_serializing_if = "Option::is_none")]
     pub well_known_ca_certificates: Option<String>,
     pub hostname: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
