@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use api::meta::{Condition, ConditionStatus};
 use translate::{
     Settings,
-    status::{ResourceStatus, Status},
+    status::{ListenerStatus, ResourceStatus, Status},
     store::Store,
 };
 
@@ -59,24 +59,8 @@ fn table(statuses: &[ResourceStatus], errors: &[crate::source::ConfigError]) -> 
         };
         let (own, details): (Vec<&Condition>, Vec<(String, Vec<&Condition>)>) = match &s.status {
             Status::GatewayClass(c) => (c.conditions.iter().collect(), vec![]),
-            Status::Gateway(g) => (
-                g.conditions.iter().collect(),
-                g.listeners
-                    .iter()
-                    .map(|l| {
-                        (format!("listener {} (routes: {})", l.name, l.attached_routes), l.conditions.iter().collect())
-                    })
-                    .collect(),
-            ),
-            Status::ListenerSet(g) => (
-                g.conditions.iter().collect(),
-                g.listeners
-                    .iter()
-                    .map(|l| {
-                        (format!("listener {} (routes: {})", l.name, l.attached_routes), l.conditions.iter().collect())
-                    })
-                    .collect(),
-            ),
+            Status::Gateway(g) => (g.conditions.iter().collect(), listener_rows(&g.listeners)),
+            Status::ListenerSet(g) => (g.conditions.iter().collect(), listener_rows(&g.listeners)),
             Status::Route(r) => (
                 vec![],
                 r.parents
@@ -128,6 +112,13 @@ fn table(statuses: &[ResourceStatus], errors: &[crate::source::ConfigError]) -> 
         }
     }
     out
+}
+
+fn listener_rows(listeners: &[ListenerStatus]) -> Vec<(String, Vec<&Condition>)> {
+    listeners
+        .iter()
+        .map(|l| (format!("listener {} (routes: {})", l.name, l.attached_routes), l.conditions.iter().collect()))
+        .collect()
 }
 
 fn cell(conditions: &[&Condition], type_: &str) -> String {

@@ -174,7 +174,10 @@ fn object_label(doc: &serde_json::Value) -> Option<String> {
 
 /// Every document of a YAML stream, empty ones left out.
 fn parse_documents(text: &str) -> Result<Vec<serde_json::Value>, String> {
-    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(text).map_err(|e| e.to_string())?;
+    // The parser's first line names the line and column; the source snippet after it would
+    // only repeat the file in logs and in `/status`.
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(text)
+        .map_err(|e| e.to_string().lines().next().unwrap_or_default().trim_start_matches("error: ").to_string())?;
     docs.into_iter()
         .filter(|d| !d.is_null())
         .map(|d| if d.is_object() { Ok(d) } else { Err("a document must be a mapping".to_string()) })
