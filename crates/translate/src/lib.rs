@@ -84,12 +84,24 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Output {
     }
     let mut gateways = gateways::gateways(snapshot, settings, &classes);
 
-    // Every route, attached and compiled once.
+    // Every route attached once; HTTPRoutes and GRPCRoutes that claim the same hostnames on
+    // one listener are settled first, as the spec requires (the older one wins).
+    let mut attached: BTreeMap<store::ObjKey, Vec<routes::ParentResult>> = BTreeMap::new();
+    for kind in Kind::ROUTES {
+        for obj in snapshot.of_kind(kind) {
+            if let Some(route) = route_ref(obj) {
+                attached.insert(obj.key(), routes::attach(snapshot, &gateways, route));
+            }
+        }
+    }
+    routes::settle_http_grpc_conflicts(snapshot, &mut attached);
+
+    // Every route compiled once.
     let mut placed: Vec<(RouteRef<'_>, Compiled, Vec<Attachment>)> = Vec::new();
     for kind in Kind::ROUTES {
         for obj in snapshot.of_kind(kind) {
             let Some(route) = route_ref(obj) else { continue };
-            let parents = routes::attach(snapshot, &gateways, route);
+            let parents = attached.remove(&obj.key()).unwrap_or_default();
             if parents.is_empty() {
                 continue;
             }

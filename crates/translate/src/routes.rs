@@ -1,7 +1,7 @@
 //! Route attachment: which listeners each parentRef of each route reaches, and the
 //! `Accepted` condition of every parent entry, in the spec's order of reasons.
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
 use api::{
     GATEWAY_GROUP, Kind,
@@ -9,10 +9,10 @@ use api::{
 };
 
 use crate::{
-    gateways::{GatewayCtx, Owner, namespace_labels},
+    gateways::{self, GatewayCtx, Owner, namespace_labels},
     hostname,
     status::{condition, reason},
-    store::{Object, Snapshot},
+    store::{ObjKey, Object, Snapshot},
 };
 
 /// A route of any kind, as attachment sees it.
@@ -149,4 +149,71 @@ pub fn accepted_condition(
         (Ok(_), Some((r, msg))) => condition(reason::ACCEPTED, false, r, msg.clone(), generation),
         (Ok(_), None) => condition(reason::ACCEPTED, true, reason::ACCEPTED, "accepted", generation),
     }
+}
+
+/// An HTTPRoute and a GRPCRoute whose hostnames intersect on one listener cannot both be
+/// served there: the older route (creation time, then namespace/name) keeps the listener,
+/// and the other's parent entry loses it, rejected once it has no listener left.
+pub fn settle_http_grpc_conflicts(snapshot: &Snapshot, attached: &mut BTreeMap<ObjKey, Vec<ParentResult>>) {
+    // Per listener, every L7 route on it in precedence order.
+    let mut by_listener: BTreeMap<(usize, usize), Vec<(Precedence, ObjKey, Vec<String>)>> = BTreeMap::new();
+    for (key, parents) in attached.iter() {
+        if !matches!(key.kind, Kind::HttpRoute | Kind::GrpcRoute) {
+            continue;
+        }
+        let Some(obj) = snapshot.get(key) else { continue };
+        for a in parents.iter().filter_map(|p| p.accepted.as_ref().ok()).flatten() {
+            by_listener.entry((a.gateway, a.listener)).or_default().push((
+                gateways::precedence(obj),
+                key.clone(),
+                a.hostnames.clone(),
+            ));
+        }
+    }
+    let mut losers: BTreeMap<(ObjKey, usize, usize), ObjKey> = BTreeMap::new();
+    for ((g, l), mut routes) in by_listener {
+        routes.sort();
+        routes.dedup_by(|a, b| a.1 == b.1);
+        let mut kept: Vec<&(Precedence, ObjKey, Vec<String>)> = Vec::new();
+        for route in &routes {
+            let rival = kept.iter().find(|k| k.1.kind != route.1.kind && hostnames_meet(&k.2, &route.2));
+            match rival {
+                Some(winner) => {
+                    losers.insert((route.1.clone(), g, l), winner.1.clone());
+                }
+                None => kept.push(route),
+            }
+        }
+    }
+    if losers.is_empty() {
+        return;
+    }
+    for (key, parents) in attached.iter_mut() {
+        for parent in parents {
+            let Ok(attachments) = &mut parent.accepted else { continue };
+            let mut rival = None;
+            attachments.retain(|a| match losers.get(&(key.clone(), a.gateway, a.listener)) {
+                Some(winner) => {
+                    rival = Some(winner.clone());
+                    false
+                }
+                None => true,
+            });
+            if let (true, Some(winner)) = (attachments.is_empty(), rival) {
+                parent.accepted = Err((
+                    reason::NOT_ALLOWED_BY_LISTENERS,
+                    format!("the listeners already serve {winner} for the same hostnames, and it is older"),
+                ));
+            }
+        }
+    }
+}
+
+type Precedence = (String, String, String);
+
+/// Whether two routes' hostnames on a listener share a name (no hostnames: every name).
+fn hostnames_meet(a: &[String], b: &[String]) -> bool {
+    a.is_empty()
+        || b.is_empty()
+        || a.iter().any(|x| b.iter().any(|y| hostname::matches(x, y) || hostname::matches(y, x)))
 }

@@ -338,3 +338,50 @@ fn parent_entry_echoes_the_ref_with_defaults() {
         json!({"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "infra", "name": "gw", "port": 80})
     );
 }
+
+/// GRPCRoute spec: an HTTPRoute and a GRPCRoute with intersecting hostnames on one listener
+/// cannot both be served; the older one wins and the other is not accepted there.
+#[test]
+fn http_and_grpc_routes_on_the_same_hostnames_the_older_wins() {
+    let t = run("\
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  gatewayClassName: gatehouse
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: grpc-older, creationTimestamp: '2026-01-01T00:00:00Z'}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [api.example.com]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: http-newer, creationTimestamp: '2026-01-02T00:00:00Z'}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: ['*.example.com']
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: http-elsewhere, creationTimestamp: '2026-01-03T00:00:00Z'}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [www.example.org]
+");
+    let grpc = t.status(Kind::GrpcRoute, "default", "grpc-older");
+    assert_eq!(cond(parent(&grpc, "gw"), "Accepted"), "True/Accepted");
+    let loser = t.route("default", "http-newer");
+    assert_eq!(cond(parent(&loser, "gw"), "Accepted"), "False/NotAllowedByListeners");
+    assert_eq!(cond(parent(&loser, "gw"), "ResolvedRefs"), "True/ResolvedRefs");
+    let other = t.route("default", "http-elsewhere");
+    assert_eq!(cond(parent(&other, "gw"), "Accepted"), "True/Accepted", "other hostnames do not clash");
+    let gw = t.gateway("default", "gw");
+    assert_eq!(attached_routes(listener(&gw, "http")), 2);
+    let hosts: Vec<&str> =
+        t.ir_listener("default/gw/http").virtual_hosts.iter().map(|v| v.hostnames[0].as_str()).collect();
+    assert_eq!(hosts, ["api.example.com", "www.example.org"], "the loser is not served");
+}
