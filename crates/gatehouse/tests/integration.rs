@@ -5,10 +5,13 @@ mod integration {
     pub mod common;
 
     mod admin;
+    mod backend_tls;
     mod check;
     mod filters;
     mod forwarding;
+    mod grpc;
     mod hostile;
+    mod l4;
     mod lifecycle;
     mod mirror_retry;
     mod reload;

@@ -13,7 +13,7 @@ use std::{
 use regex::{Regex, RegexSet};
 use translate::ir::{self, BackendProtocol, HttpFilter, PathMatch, RuleAction, StringMatch};
 
-use crate::{hostmap::HostMap, path::has_prefix};
+use crate::{hostmap::HostMap, path::has_prefix, upstream_tls::UpstreamTls};
 
 /// One socket's configuration.
 pub struct BindConfig {
@@ -218,6 +218,8 @@ pub struct Backend {
     pub endpoints: Vec<(SocketAddr, http::uri::Authority)>,
     pub protocol: BackendProtocol,
     pub external_name: Option<(String, u16)>,
+    /// Set when a BackendTLSPolicy applies.
+    pub tls: Option<UpstreamTls>,
     next: AtomicUsize,
 }
 
@@ -245,6 +247,7 @@ impl Backends {
                         endpoints: b.endpoints.iter().filter_map(|e| Some((*e, authority(*e)?))).collect(),
                         protocol: b.protocol,
                         external_name: b.external_name.clone(),
+                        tls: b.tls.as_ref().map(|t| UpstreamTls::new(t, b.protocol)),
                         next: AtomicUsize::new(0),
                     },
                 )

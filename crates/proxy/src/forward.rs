@@ -21,9 +21,10 @@ use translate::ir::{BackendProtocol, HttpFilter, Mirror};
 
 use crate::{
     Body, BoxError, Shared, UpstreamBody,
-    config::{BindConfig, Rule},
+    config::{Backend, BindConfig, Rule},
     handler::{Conn, apply_request_filters, modify_headers},
     respond::{Refusal, empty},
+    upstream_tls::UpstreamTls,
 };
 
 /// Bodies up to this size are kept so that a failed attempt can be retried.
@@ -83,7 +84,7 @@ pub async fn forward(
             apply_request_filters(&mut upstream, &choice.filters, prefix)?;
             mirror(&mut upstream, rule.filters.iter().chain(&choice.filters), bind, shared);
             let started = tokio::time::Instant::now();
-            let sent = send(upstream, endpoint, backend.protocol, shared);
+            let sent = send(upstream, endpoint, backend, shared);
             let result = match per_try {
                 Some(t) => tokio::time::timeout(t, sent).await.unwrap_or(Err(Refusal::Timeout)),
                 None => sent.await,
@@ -159,21 +160,21 @@ fn replayable(req: &Request<Incoming>) -> bool {
 async fn send(
     mut req: Request<UpstreamBody>,
     (endpoint, authority): (SocketAddr, Authority),
-    protocol: BackendProtocol,
+    backend: &Backend,
     shared: &Shared,
 ) -> Result<Response<Incoming>, Refusal> {
     *req.uri_mut() = upstream_uri(req.uri(), authority)?;
-    let client = match protocol {
-        BackendProtocol::H2c => {
-            *req.version_mut() = http::Version::HTTP_2;
-            &shared.clients.h2c
-        }
-        BackendProtocol::Http1 | BackendProtocol::WebSocket => {
-            *req.version_mut() = http::Version::HTTP_11;
-            &shared.clients.http1
-        }
+    *req.version_mut() = match backend.protocol {
+        BackendProtocol::H2c => http::Version::HTTP_2,
+        BackendProtocol::Http1 | BackendProtocol::WebSocket => http::Version::HTTP_11,
     };
-    client.request(req).await.map_err(|e| {
+    let sent = match (&backend.tls, backend.protocol) {
+        (Some(UpstreamTls::Client(client)), _) => client.request(req).await,
+        (Some(UpstreamTls::Invalid), _) => return Err(Refusal::Invalid),
+        (None, BackendProtocol::H2c) => shared.clients.h2c.request(req).await,
+        (None, _) => shared.clients.http1.request(req).await,
+    };
+    sent.map_err(|e| {
         tracing::debug!(%endpoint, "upstream request failed: {e}");
         Refusal::UpstreamFailed
     })
@@ -195,12 +196,15 @@ fn mirror<'a>(
         if seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) % 1_000_000 >= u64::from(*per_million) {
             continue;
         }
-        let Some((endpoint, protocol)) =
-            bind.backends.by_key.get(key).and_then(|b| b.endpoint().map(|e| (e.1.clone(), b.protocol)))
-        else {
-            continue;
+        let Some(backend) = bind.backends.by_key.get(key) else { continue };
+        let Some((_, authority)) = backend.endpoint() else { continue };
+        let client = match (&backend.tls, backend.protocol) {
+            (Some(UpstreamTls::Client(c)), _) => MirrorClient::Tls(c.clone()),
+            (Some(UpstreamTls::Invalid), _) => continue,
+            (None, BackendProtocol::H2c) => MirrorClient::Plain(shared.clients.h2c.clone()),
+            (None, _) => MirrorClient::Plain(shared.clients.http1.clone()),
         };
-        let Ok(uri) = upstream_uri(req.uri(), endpoint) else { continue };
+        let Ok(uri) = upstream_uri(req.uri(), authority.clone()) else { continue };
         let (tx, copy) = http_body_util::channel::Channel::<Bytes, BoxError>::new(16);
         let original = std::mem::replace(req.body_mut(), empty_upstream());
         *req.body_mut() = Tee { inner: original, mirror: Some(tx) }.boxed();
@@ -208,18 +212,23 @@ fn mirror<'a>(
         *copy_req.method_mut() = req.method().clone();
         *copy_req.uri_mut() = uri;
         *copy_req.headers_mut() = req.headers().clone();
-        let clients = shared.clients.clone();
         tokio::spawn(async move {
-            let client = match protocol {
-                BackendProtocol::H2c => &clients.h2c,
-                _ => &clients.http1,
+            let sent = match client {
+                MirrorClient::Plain(c) => c.request(copy_req).await,
+                MirrorClient::Tls(c) => c.request(copy_req).await,
             };
-            if let Ok(resp) = client.request(copy_req).await {
+            if let Ok(resp) = sent {
                 // Drain so the connection can be reused.
                 let _ = resp.into_body().collect().await;
             }
         });
     }
+}
+
+/// A mirror's copy goes out on its own task with its backend's client.
+enum MirrorClient {
+    Plain(hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, UpstreamBody>),
+    Tls(crate::upstream_tls::TlsClient),
 }
 
 /// `http://<endpoint><path and query of the request>`, built from parts without parsing.

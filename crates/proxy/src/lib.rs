@@ -1,7 +1,9 @@
 //! The data plane. It reads only the IR ([`translate::ir`]): [`Proxy::apply`] compiles a new
 //! configuration and swaps it in. Sockets whose address and protocol did not change stay
-//! bound, requests in flight finish on the configuration they started with, and sockets no
-//! longer wanted stop accepting and drain.
+//! bound, requests and TCP connections in flight finish on the configuration they started
+//! with, and sockets no longer wanted stop accepting and drain. HTTP and HTTPS listeners are
+//! served by [`server`] and [`handler`], TCP and TLS listeners by [`stream`], UDP listeners
+//! by [`udp`].
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -13,8 +15,11 @@ pub mod path;
 mod respond;
 mod rewind;
 mod server;
+mod stream;
 mod tls;
+mod udp;
 mod upstream;
+mod upstream_tls;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -35,6 +40,7 @@ use translate::ir::{BindProtocol, ProxyConfig};
 use crate::{
     config::{Backends, BindConfig},
     server::BindState,
+    stream::StreamConfig,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -67,8 +73,11 @@ struct Running {
     task: JoinHandle<()>,
 }
 
+/// A socket: its address, and whether it is UDP (a UDP and a TCP socket may share a port).
+type SocketKey = (SocketAddr, bool);
+
 pub struct Proxy {
-    binds: Mutex<BTreeMap<SocketAddr, Running>>,
+    binds: Mutex<BTreeMap<SocketKey, Running>>,
     shared: Arc<Shared>,
 }
 
@@ -82,26 +91,20 @@ impl Proxy {
     /// Serves `config` from now on. Returns what could not be bound.
     pub async fn apply(&self, config: Arc<ProxyConfig>) -> BindReport {
         let backends = Arc::new(Backends::compile(&config));
-        let wanted: BTreeMap<SocketAddr, &translate::ir::Bind> = config
-            .binds
-            .iter()
-            .filter(|b| matches!(b.protocol, BindProtocol::Http | BindProtocol::Tls))
-            .map(|b| (b.address, b))
-            .collect();
-        for b in config.binds.iter().filter(|b| !matches!(b.protocol, BindProtocol::Http | BindProtocol::Tls)) {
-            tracing::warn!(address = %b.address, protocol = ?b.protocol, "TCP and UDP listeners are not served yet");
-        }
+        let wanted: BTreeMap<SocketKey, &translate::ir::Bind> =
+            config.binds.iter().map(|b| ((b.address, b.protocol == BindProtocol::Udp), b)).collect();
         let mut binds = self.binds.lock().await;
 
         // Sockets no longer wanted, or wanted for another protocol, stop first so that their
         // address is free again.
-        let gone: Vec<SocketAddr> = binds
+        let gone: Vec<SocketKey> = binds
             .iter()
             .filter(|(a, r)| wanted.get(*a).is_none_or(|b| b.protocol != r.protocol))
             .map(|(a, _)| *a)
             .collect();
-        for address in gone {
-            if let Some(running) = binds.remove(&address) {
+        for key in gone {
+            if let Some(running) = binds.remove(&key) {
+                let address = key.0;
                 let _ = running.stop.send(Some(RECONFIGURE_DRAIN));
                 let _ = running.closed.await;
                 tracing::info!(%address, "listener removed; draining its connections");
@@ -109,37 +112,42 @@ impl Proxy {
         }
 
         let mut report = BindReport::default();
-        for (address, bind) in wanted {
+        for ((address, udp), bind) in wanted {
             let compiled = Arc::new(BindConfig::compile(bind, backends.clone()));
             let tls = match bind.protocol {
                 BindProtocol::Tls => tls::server_config(&compiled),
                 _ => None,
             };
-            if bind.protocol == BindProtocol::Tls && tls.is_none() {
+            let stream = StreamConfig::compile(bind, backends.clone(), tls.as_ref()).map(Arc::new);
+            // A TLS socket needs a certificate, unless it passes some connections through.
+            if bind.protocol == BindProtocol::Tls
+                && tls.is_none()
+                && !stream.as_ref().is_some_and(|s| s.has_passthrough())
+            {
                 continue;
             }
-            let state = BindState { config: compiled, tls };
-            if let Some(running) = binds.get(&address) {
+            let state = BindState { config: compiled, tls, stream };
+            if let Some(running) = binds.get(&(address, udp)) {
                 running.state.store(Arc::new(state));
                 continue;
             }
-            match server::bind(address) {
-                Ok(listener) => {
-                    let state = Arc::new(ArcSwap::from_pointee(state));
-                    let (stop, stop_rx) = watch::channel(None);
-                    let (closed_tx, closed) = oneshot::channel();
-                    let task = tokio::spawn(server::accept_loop(
-                        listener,
-                        state.clone(),
-                        self.shared.clone(),
-                        stop_rx,
-                        closed_tx,
-                    ));
+            let state = Arc::new(ArcSwap::from_pointee(state));
+            let (stop, stop_rx) = watch::channel(None);
+            let (closed_tx, closed) = oneshot::channel();
+            let task = if udp {
+                udp::bind(address).map(|socket| tokio::spawn(udp::serve(socket, state.clone(), stop_rx, closed_tx)))
+            } else {
+                server::bind(address).map(|listener| {
+                    tokio::spawn(server::accept_loop(listener, state.clone(), self.shared.clone(), stop_rx, closed_tx))
+                })
+            };
+            match task {
+                Ok(task) => {
                     tracing::info!(%address, protocol = ?bind.protocol, "listening");
-                    binds.insert(address, Running { protocol: bind.protocol, state, stop, closed, task });
+                    binds.insert((address, udp), Running { protocol: bind.protocol, state, stop, closed, task });
                 }
                 Err(e) => {
-                    tracing::warn!(%address, "cannot listen: {e}");
+                    tracing::warn!(%address, protocol = ?bind.protocol, "cannot listen: {e}");
                     if e.kind() == std::io::ErrorKind::AddrNotAvailable {
                         report.unusable_addresses.insert(address.ip());
                     } else {

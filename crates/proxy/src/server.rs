@@ -1,7 +1,8 @@
 //! Sockets and connections: one accept loop per bound address, serving HTTP/1.1 and HTTP/2
 //! (h2c by prior knowledge, h2 by ALPN over TLS) with hyper, under limits that keep a hostile
-//! client from hurting others. A stopped socket stops accepting at once and lets its
-//! connections finish, up to a deadline.
+//! client from hurting others, and layer-4 listeners ([`stream`]): TCP sockets, and on TLS
+//! sockets the TLS listeners, told from HTTPS listeners by the ClientHello's SNI. A stopped
+//! socket stops accepting at once and lets its connections finish, up to a deadline.
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -13,15 +14,18 @@ use hyper_util::{
 };
 use rustls::ServerConfig;
 use tokio::{
+    io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
     sync::{oneshot, watch},
 };
+use translate::ir::{BindProtocol, ListenerProtocol};
 
 use crate::{
     Shared,
     config::BindConfig,
     handler,
     rewind::{Rewind, first_bytes},
+    stream::{self, ConnGuard, Conns, StreamConfig},
 };
 
 /// How long a client may take to complete its TLS handshake, and then to send the first
@@ -32,6 +36,8 @@ const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct BindState {
     pub config: Arc<BindConfig>,
     pub tls: Option<Arc<ServerConfig>>,
+    /// TCP and UDP sockets, and TLS sockets with TLS listeners.
+    pub stream: Option<Arc<StreamConfig>>,
 }
 
 /// Opens a listening socket the way a proxy wants it: address reuse, a deep backlog.
@@ -76,6 +82,7 @@ pub async fn accept_loop(
 ) {
     let local = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let graceful = GracefulShutdown::new();
+    let mut conns = Conns::new();
     let builder = Arc::new(builder());
     loop {
         // NOTE: accept() is cancel-safe, so losing the race to `stop` drops no connection.
@@ -86,9 +93,10 @@ pub async fn accept_loop(
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let watcher = graceful.watcher();
+                    let guard = conns.guard();
                     let (state, shared, builder) = (state.clone(), shared.clone(), builder.clone());
                     tokio::spawn(async move {
-                        serve(stream, peer, local, state, shared, &builder, watcher).await;
+                        serve(stream, peer, local, state, shared, &builder, watcher, guard).await;
                     });
                 }
                 Err(e) => {
@@ -102,11 +110,14 @@ pub async fn accept_loop(
     drop(listener);
     let _ = closed.send(());
     let deadline = stop.borrow().unwrap_or(Duration::ZERO);
-    if tokio::time::timeout(deadline, graceful.shutdown()).await.is_err() {
+    let drained = async { tokio::join!(graceful.shutdown(), conns.ended()) };
+    if tokio::time::timeout(deadline, drained).await.is_err() {
         tracing::info!(%local, "drain deadline reached; closing the remaining connections");
     }
+    conns.kill();
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -115,10 +126,38 @@ async fn serve(
     shared: Arc<Shared>,
     builder: &auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
+    guard: ConnGuard,
 ) {
-    let tls = state.load().tls.clone();
-    match tls {
-        None => {
+    let (tls, l4) = {
+        let current = state.load();
+        (current.tls.clone(), current.stream.clone())
+    };
+    match (tls, l4) {
+        (_, Some(l4)) if l4.protocol == BindProtocol::Tcp => stream::serve_tcp(stream, peer, l4, guard).await,
+        (tls, Some(l4)) => {
+            // TLS and HTTPS listeners share this socket: the SNI tells which one a connection is for.
+            let mut stream = stream;
+            let Some((hello, sni)) = stream::client_hello(&mut stream, FIRST_BYTES_TIMEOUT).await else { return };
+            let Some(&index) = l4.by_host.get(&sni) else {
+                tracing::debug!(%local, %peer, sni, "no listener for this SNI");
+                return;
+            };
+            let listener = &l4.listeners[index];
+            match listener.protocol {
+                ListenerProtocol::TlsPassthrough => {
+                    stream::serve_passthrough(stream, hello, &sni, listener, &l4, guard).await;
+                }
+                ListenerProtocol::TlsTerminate => {
+                    stream::serve_terminate(stream, hello, &sni, listener, &l4, FIRST_BYTES_TIMEOUT, guard).await;
+                }
+                _ => {
+                    let Some(config) = tls else { return };
+                    let accept = tokio_rustls::TlsAcceptor::from(config).accept(Rewind::new(hello, stream));
+                    serve_https(accept, peer, local, state, shared, builder, watcher).await;
+                }
+            }
+        }
+        (None, None) => {
             let mut stream = stream;
             let Some(prefix) = first_bytes(&mut stream, FIRST_BYTES_TIMEOUT).await else { return };
             let conn = Arc::new(handler::Conn { peer, local, tls: false, sni_listener: None });
@@ -126,19 +165,34 @@ async fn serve(
             let io = TokioIo::new(Rewind::new(prefix, stream));
             let _ = watcher.watch(builder.serve_connection_with_upgrades(io, svc).into_owned()).await;
         }
-        Some(config) => {
+        (Some(config), None) => {
             let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
-            // A client that never finishes its handshake must not hold a connection forever.
-            let Ok(Ok(mut tls)) = tokio::time::timeout(FIRST_BYTES_TIMEOUT, accept).await else { return };
-            let sni = tls.get_ref().1.server_name().map(str::to_ascii_lowercase).unwrap_or_default();
-            let sni_listener = state.load().config.by_host.get(&sni).copied();
-            let Some(prefix) = first_bytes(&mut tls, FIRST_BYTES_TIMEOUT).await else { return };
-            let conn = Arc::new(handler::Conn { peer, local, tls: true, sni_listener });
-            let svc = service(state, shared, conn);
-            let io = TokioIo::new(Rewind::new(prefix, tls));
-            let _ = watcher.watch(builder.serve_connection_with_upgrades(io, svc).into_owned()).await;
+            serve_https(accept, peer, local, state, shared, builder, watcher).await;
         }
     }
+}
+
+/// HTTP over TLS, once the handshake is under way.
+async fn serve_https<IO>(
+    accept: tokio_rustls::Accept<IO>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    state: Arc<ArcSwap<BindState>>,
+    shared: Arc<Shared>,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // A client that never finishes its handshake must not hold a connection forever.
+    let Ok(Ok(mut tls)) = tokio::time::timeout(FIRST_BYTES_TIMEOUT, accept).await else { return };
+    let sni = tls.get_ref().1.server_name().map(str::to_ascii_lowercase).unwrap_or_default();
+    let sni_listener = state.load().config.by_host.get(&sni).copied();
+    let Some(prefix) = first_bytes(&mut tls, FIRST_BYTES_TIMEOUT).await else { return };
+    let conn = Arc::new(handler::Conn { peer, local, tls: true, sni_listener });
+    let svc = service(state, shared, conn);
+    let io = TokioIo::new(Rewind::new(prefix, tls));
+    let _ = watcher.watch(builder.serve_connection_with_upgrades(io, svc).into_owned()).await;
 }
 
 fn service(

@@ -7,7 +7,7 @@ use api::{Kind, route::BackendRef};
 
 use crate::{
     ir::{Backend, BackendProtocol},
-    refs,
+    policies, refs,
     status::reason,
     store::Snapshot,
 };
@@ -87,6 +87,12 @@ pub fn resolve(
         (_, None | Some("http" | "HTTP" | "kubernetes.io/http")) => BackendProtocol::Http1,
         (_, Some("kubernetes.io/h2c" | "h2c" | "grpc")) => BackendProtocol::H2c,
         (Transport::Http, Some("kubernetes.io/ws")) => BackendProtocol::WebSocket,
+        // HTTPS to the backend is what a BackendTLSPolicy provides.
+        (Transport::Http | Transport::Grpc, Some("https" | "HTTPS" | "kubernetes.io/https"))
+            if policies::backend_tls(snapshot, ns, &backend.name, service_port.map_or("", |p| &p.name)).is_some() =>
+        {
+            BackendProtocol::Http1
+        }
         (_, Some(other)) => {
             return Err(Unresolved {
                 reason: reason::UNSUPPORTED_PROTOCOL,
@@ -104,9 +110,12 @@ pub fn resolve(
     let key = format!("{ns}/{}:{port}{suffix}", backend.name);
     if !backends.contains_key(&key) {
         let backend = match (is_external, &service.spec.external_name) {
-            (true, Some(host)) => {
-                Backend { endpoints: vec![], protocol, external_name: Some((host.clone(), port as u16)) }
-            }
+            (true, Some(host)) => Backend {
+                endpoints: vec![],
+                protocol,
+                external_name: Some((host.clone(), port as u16)),
+                tls: policies::backend_tls(snapshot, ns, &backend.name, ""),
+            },
             _ => Backend {
                 endpoints: endpoints(
                     snapshot,
@@ -117,6 +126,7 @@ pub fn resolve(
                 ),
                 protocol,
                 external_name: None,
+                tls: policies::backend_tls(snapshot, ns, &backend.name, service_port.map_or("", |p| &p.name)),
             },
         };
         backends.insert(key.clone(), backend);

@@ -18,7 +18,7 @@ use api::{
 
 use crate::{
     Settings, certs,
-    ir::{CertifiedKey, ListenerProtocol},
+    ir::{CertifiedKey, ClientValidation, ListenerProtocol},
     refs,
     status::{
         GatewayClassStatus, GatewayStatus, GatewayStatusAddress, ListenerSetStatus, ListenerStatus, condition, reason,
@@ -67,6 +67,10 @@ pub struct ListenerCtx<'s> {
     /// (ResolvedRefs reason, message) when a reference or a kind is invalid.
     pub refs_error: Option<(&'static str, String)>,
     pub certificates: Vec<CertifiedKey>,
+    /// Client certificates required (or checked) on this HTTPS listener.
+    pub client_validation: Option<ClientValidation>,
+    /// Every CA reference for client validation is invalid: the listener is not accepted.
+    pub no_valid_ca: Option<String>,
     pub conflict: Option<(&'static str, String)>,
     pub port_unavailable: Option<String>,
     pub attached_routes: u32,
@@ -75,7 +79,10 @@ pub struct ListenerCtx<'s> {
 impl ListenerCtx<'_> {
     /// Whether routes may be served on this listener at all.
     pub fn accepted(&self) -> bool {
-        self.protocol.is_some() && self.conflict.is_none() && self.port_unavailable.is_none()
+        self.protocol.is_some()
+            && self.conflict.is_none()
+            && self.port_unavailable.is_none()
+            && self.no_valid_ca.is_none()
     }
 
     /// Whether the data plane serves this listener.
@@ -83,10 +90,20 @@ impl ListenerCtx<'_> {
         self.accepted() && !matches!(self.refs_error, Some((r, _)) if r != reason::INVALID_ROUTE_KINDS)
     }
 
-    /// Whether this data plane serves the listener's protocol yet (TCP, UDP and TLS
-    /// listeners are translated but not served).
+    /// Whether this data plane serves the listener's protocol (a protocol translated before
+    /// the data plane serves it is reported `Programmed=False/Pending`).
     fn served(&self) -> bool {
-        matches!(self.protocol, Some(ListenerProtocol::Http | ListenerProtocol::Https))
+        matches!(
+            self.protocol,
+            Some(
+                ListenerProtocol::Http
+                    | ListenerProtocol::Https
+                    | ListenerProtocol::TlsPassthrough
+                    | ListenerProtocol::TlsTerminate
+                    | ListenerProtocol::Tcp
+                    | ListenerProtocol::Udp
+            )
+        )
     }
 
     pub fn port(&self) -> u16 {
@@ -168,6 +185,7 @@ pub fn gateways<'s>(snapshot: &'s Snapshot, settings: &Settings, classes: &BTree
             ctx.listeners.push(listener(snapshot, l, Owner::Gateway, namespace));
         }
         attach_listener_sets(snapshot, &mut ctx);
+        frontend_validation(snapshot, &mut ctx);
         find_conflicts(&mut ctx.listeners);
         gateways.push(ctx);
     }
@@ -278,6 +296,8 @@ fn listener<'s>(snapshot: &'s Snapshot, spec: &'s Listener, owner: Owner<'s>, na
         supported_kinds: vec![],
         refs_error: None,
         certificates: vec![],
+        client_validation: None,
+        no_valid_ca: None,
         conflict: None,
         port_unavailable: None,
         attached_routes: 0,
@@ -400,6 +420,76 @@ fn attach_listener_sets<'s>(snapshot: &'s Snapshot, ctx: &mut GatewayCtx<'s>) {
                 Err(format!("Gateway {gw_ns}/{} does not allow ListenerSets from namespace {ns}", ctx.obj.meta().name)),
             ));
         }
+    }
+}
+
+/// Frontend client-certificate validation (`spec.tls.frontend`): `perPort` for the
+/// listener's port, else `default`, on every HTTPS listener of the Gateway. CA references
+/// are ConfigMaps (`ca.crt`), cross-namespace only with a ReferenceGrant.
+fn frontend_validation(snapshot: &Snapshot, ctx: &mut GatewayCtx<'_>) {
+    let Some(frontend) = ctx.spec.spec.tls.as_ref().and_then(|t| t.frontend.as_ref()) else { return };
+    let namespace = ctx.obj.meta().namespace();
+    for l in &mut ctx.listeners {
+        if l.protocol != Some(ListenerProtocol::Https) {
+            continue;
+        }
+        let config =
+            frontend.per_port.iter().find(|p| p.port == l.spec.port).map(|p| &p.tls).or(frontend.default.as_ref());
+        let Some(validation) = config.and_then(|c| c.validation.as_ref()) else { continue };
+        let mut bundles = Vec::new();
+        for r in &validation.ca_certificate_refs {
+            let ns = r.namespace.as_deref().unwrap_or(namespace);
+            let source = format!("{ns}/{}", r.name);
+            let result = if !(r.group.is_empty() && r.kind == "ConfigMap") {
+                Err((
+                    reason::INVALID_CA_CERTIFICATE_KIND,
+                    format!("caCertificateRef {}/{} {:?}: only ConfigMaps are supported", r.group, r.kind, r.name),
+                ))
+            } else if !refs::permitted(
+                snapshot,
+                &refs::From::kind(Kind::Gateway, namespace),
+                "",
+                "ConfigMap",
+                ns,
+                &r.name,
+            ) {
+                Err((
+                    reason::REF_NOT_PERMITTED,
+                    format!("reference to ConfigMap {source} is not permitted by any ReferenceGrant"),
+                ))
+            } else {
+                match snapshot.config_map(ns, &r.name) {
+                    None => Err((reason::INVALID_CA_CERTIFICATE_REF, format!("ConfigMap {source} not found"))),
+                    Some((_, cm)) => certs::ca_bundle(cm, &source).map_err(|m| (reason::INVALID_CA_CERTIFICATE_REF, m)),
+                }
+            };
+            match result {
+                Ok(pem) => bundles.push(pem),
+                Err(e) => {
+                    l.refs_error.get_or_insert(e);
+                }
+            }
+        }
+        if bundles.is_empty() {
+            l.no_valid_ca = Some("no caCertificateRef for client validation resolves to a CA certificate".into());
+        } else {
+            l.client_validation = Some(ClientValidation {
+                ca_pem: bundles.concat(),
+                insecure_fallback: validation.mode == "AllowInsecureFallback",
+            });
+        }
+    }
+}
+
+impl GatewayCtx<'_> {
+    /// Whether any frontend validation lets clients through without a valid certificate.
+    fn insecure_frontend_validation(&self) -> bool {
+        let Some(f) = self.spec.spec.tls.as_ref().and_then(|t| t.frontend.as_ref()) else { return false };
+        f.default
+            .iter()
+            .chain(f.per_port.iter().map(|p| &p.tls))
+            .filter_map(|c| c.validation.as_ref())
+            .any(|v| v.mode == "AllowInsecureFallback")
     }
 }
 
@@ -557,7 +647,19 @@ impl GatewayCtx<'_> {
             } else {
                 vec![]
             },
-            conditions: vec![accepted, programmed, resolved],
+            conditions: {
+                let mut c = vec![accepted, programmed, resolved];
+                if self.insecure_frontend_validation() {
+                    c.push(condition(
+                        reason::INSECURE_FRONTEND_VALIDATION_MODE,
+                        true,
+                        reason::CONFIGURATION_CHANGED,
+                        "a frontend TLS validation mode is AllowInsecureFallback: clients without a valid certificate are let through",
+                        generation,
+                    ));
+                }
+                c
+            },
             listeners: own.iter().map(|l| l.status(generation, serving)).collect(),
             // Only accepted ListenerSets count: allowed, and with a valid listener left.
             attached_listener_sets: self.spec.spec.allowed_listeners.as_ref().map(|_| {
@@ -693,6 +795,13 @@ impl ListenerCtx<'_> {
                 generation,
             ),
             (_, Some(msg)) => condition(reason::ACCEPTED, false, reason::PORT_UNAVAILABLE, msg.clone(), generation),
+            _ if self.no_valid_ca.is_some() => condition(
+                reason::ACCEPTED,
+                false,
+                reason::NO_VALID_CA_CERTIFICATE,
+                self.no_valid_ca.clone().unwrap_or_default(),
+                generation,
+            ),
             _ if self.conflict.is_some() => {
                 let (r, msg) = self.conflict.clone().unwrap_or_default();
                 condition(reason::ACCEPTED, false, r, msg, generation)

@@ -25,30 +25,12 @@ pub struct Bind {
 
 impl Bind {
     /// Every backend key the listeners of this socket refer to, mirrors included.
-    pub fn backend_keys(&self) -> Vec<String> {
-        let mut keys = Vec::new();
-        let filters = |filters: &[HttpFilter], keys: &mut Vec<String>| {
-            for f in filters {
-                if let HttpFilter::Mirror(Mirror { backend: Some(k), .. }) = f {
-                    keys.push(k.clone());
-                }
-            }
-        };
-        for l in &self.listeners {
-            for r in &l.rules {
-                filters(&r.filters, &mut keys);
-                if let RuleAction::Forward(list) = &r.action {
-                    for b in list {
-                        filters(&b.filters, &mut keys);
-                        keys.extend(b.backend.clone());
-                    }
-                }
-            }
-            for s in &l.stream_routes {
-                keys.extend(s.backends.iter().filter_map(|b| b.backend.clone()));
-            }
-        }
-        keys
+    pub fn backend_keys(&self) -> impl Iterator<Item = &str> {
+        self.listeners.iter().flat_map(|l| {
+            let rules = l.rules.iter().flat_map(HttpRule::backend_keys);
+            let streams = l.stream_routes.iter().flat_map(|s| s.backends.iter().filter_map(|b| b.backend.as_deref()));
+            rules.chain(streams)
+        })
     }
 }
 
@@ -95,6 +77,18 @@ pub enum ListenerProtocol {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TlsTermination {
     pub certificates: Vec<CertifiedKey>,
+    /// Client certificates, when the Gateway's `tls.frontend` asks for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_validation: Option<ClientValidation>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClientValidation {
+    /// The CAs a client certificate must chain to, PEM.
+    pub ca_pem: String,
+    /// `AllowInsecureFallback`: clients without a valid certificate are still served.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_fallback: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -180,6 +174,28 @@ pub struct HttpRule {
     pub timeouts: Option<Timeouts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
+}
+
+impl HttpRule {
+    /// Every backend key this rule sends to, mirrors included.
+    pub fn backend_keys(&self) -> Vec<&str> {
+        fn mirrors<'a>(filters: &'a [HttpFilter], keys: &mut Vec<&'a str>) {
+            for f in filters {
+                if let HttpFilter::Mirror(Mirror { backend: Some(k), .. }) = f {
+                    keys.push(k);
+                }
+            }
+        }
+        let mut keys = Vec::new();
+        mirrors(&self.filters, &mut keys);
+        if let RuleAction::Forward(list) = &self.action {
+            for b in list {
+                mirrors(&b.filters, &mut keys);
+                keys.extend(b.backend.as_deref());
+            }
+        }
+        keys
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -294,6 +310,31 @@ pub struct Backend {
     /// A DNS name to resolve instead (ExternalName Services), with its port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_name: Option<(String, u16)>,
+    /// TLS to the backend, as a BackendTLSPolicy asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<BackendTls>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BackendTls {
+    /// SNI, and the name the certificate must carry unless `subject_alt_names` is set.
+    pub server_name: String,
+    pub trust: Trust,
+    /// DNS names or URIs, any of which the certificate may carry instead of `server_name`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<String>,
+}
+
+/// Which CAs a backend's certificate must chain to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Trust {
+    /// PEM certificates from the policy's ConfigMaps.
+    Pem(String),
+    /// The system's trust store.
+    System,
+    /// The policy has no usable CA: requests answer 5xx rather than go out unverified.
+    Invalid,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

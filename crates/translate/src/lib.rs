@@ -9,6 +9,7 @@ pub mod gateways;
 pub mod hostname;
 pub mod http;
 pub mod ir;
+pub mod policies;
 pub mod refs;
 pub mod routes;
 pub mod status;
@@ -74,6 +75,16 @@ pub struct Output {
 enum Compiled {
     Http(CompiledRoute),
     Stream { backends: Vec<WeightedBackend>, unresolved: Option<backends::Unresolved> },
+}
+
+impl Compiled {
+    /// The keys of every backend the route sends to, mirrors included.
+    fn backend_keys(&self) -> Vec<&str> {
+        match self {
+            Compiled::Http(c) => c.rules.iter().flat_map(ir::HttpRule::backend_keys).collect(),
+            Compiled::Stream { backends, .. } => backends.iter().filter_map(|b| b.backend.as_deref()).collect(),
+        }
+    }
 }
 
 pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Output {
@@ -152,6 +163,23 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Output {
     }
 
     out.config.binds = binds(&gateways, &placed);
+
+    // BackendTLSPolicy status, on each Gateway whose served routes reach a targeted Service.
+    let mut reached: BTreeMap<(String, String), BTreeSet<(String, String)>> = BTreeMap::new();
+    for (_, compiled, attachments) in &placed {
+        for key in compiled.backend_keys() {
+            let Some((ns, rest)) = key.split_once('/') else { continue };
+            let service = rest.split(':').next().unwrap_or(rest);
+            let entry = reached.entry((ns.to_string(), service.to_string())).or_default();
+            for a in attachments {
+                let m = gateways[a.gateway].obj.meta();
+                entry.insert((m.namespace().to_string(), m.name.clone()));
+            }
+        }
+    }
+    for (obj, s) in policies::statuses(snapshot, &reached, &settings.controller_name) {
+        out.statuses.push(status_of(&obj, Status::Policy(s)));
+    }
     for gw in &gateways {
         out.statuses.push(status_of(gw.obj, Status::Gateway(gw.status(snapshot))));
         for (obj, s) in gw.listener_set_statuses() {
@@ -159,8 +187,8 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Output {
         }
     }
     // Only backends that a served listener refers to are sent.
-    let used: BTreeSet<String> = out.config.binds.iter().flat_map(ir::Bind::backend_keys).collect();
-    out.config.backends.retain(|k, _| used.contains(k));
+    let used: BTreeSet<&str> = out.config.binds.iter().flat_map(ir::Bind::backend_keys).collect();
+    out.config.backends.retain(|k, _| used.contains(k.as_str()));
     out.statuses.sort_by_key(ResourceStatus::key);
     out
 }
@@ -207,7 +235,8 @@ fn compile(snapshot: &Snapshot, obj: &Object, backends: &mut BTreeMap<String, Ba
 
 /// The sockets of every Gateway we serve, and on each the listeners with their routes.
 fn binds(gateways: &[GatewayCtx<'_>], placed: &[(RouteRef<'_>, Compiled, Vec<Attachment>)]) -> Vec<Bind> {
-    let mut binds: BTreeMap<SocketAddr, Bind> = BTreeMap::new();
+    // By address and transport: a UDP and a TCP-based listener may share a port number.
+    let mut binds: BTreeMap<(SocketAddr, bool), Bind> = BTreeMap::new();
     for (g, gw) in gateways.iter().enumerate() {
         if !gw.serving() {
             continue;
@@ -253,8 +282,12 @@ fn binds(gateways: &[GatewayCtx<'_>], placed: &[(RouteRef<'_>, Compiled, Vec<Att
                 name: format!("{owner}/{}", listener.spec.name),
                 hostname: listener.spec.hostname.clone(),
                 protocol,
-                tls: matches!(protocol, ListenerProtocol::Https | ListenerProtocol::TlsTerminate)
-                    .then(|| ir::TlsTermination { certificates: listener.certificates.clone() }),
+                tls: matches!(protocol, ListenerProtocol::Https | ListenerProtocol::TlsTerminate).then(|| {
+                    ir::TlsTermination {
+                        certificates: listener.certificates.clone(),
+                        client_validation: listener.client_validation.clone(),
+                    }
+                }),
                 virtual_hosts,
                 rules,
                 stream_routes: stream_routes.into_iter().map(|(_, r)| r).collect(),
@@ -270,7 +303,7 @@ fn binds(gateways: &[GatewayCtx<'_>], placed: &[(RouteRef<'_>, Compiled, Vec<Att
             for ip in &gw.addresses {
                 let address = SocketAddr::new(*ip, listener.port());
                 binds
-                    .entry(address)
+                    .entry((address, bind_protocol == BindProtocol::Udp))
                     .or_insert_with(|| Bind { address, protocol: bind_protocol, listeners: vec![] })
                     .listeners
                     .push(ir_listener.clone());

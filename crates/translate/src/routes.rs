@@ -156,7 +156,7 @@ pub fn accepted_condition(
 /// and the other's parent entry loses it, rejected once it has no listener left.
 pub fn settle_http_grpc_conflicts(snapshot: &Snapshot, attached: &mut BTreeMap<ObjKey, Vec<ParentResult>>) {
     // Per listener, every L7 route on it in precedence order.
-    let mut by_listener: BTreeMap<(usize, usize), Vec<(Precedence, ObjKey, Vec<String>)>> = BTreeMap::new();
+    let mut by_listener: BTreeMap<(usize, usize), Vec<L7Route>> = BTreeMap::new();
     for (key, parents) in attached.iter() {
         if !matches!(key.kind, Kind::HttpRoute | Kind::GrpcRoute) {
             continue;
@@ -174,7 +174,7 @@ pub fn settle_http_grpc_conflicts(snapshot: &Snapshot, attached: &mut BTreeMap<O
     for ((g, l), mut routes) in by_listener {
         routes.sort();
         routes.dedup_by(|a, b| a.1 == b.1);
-        let mut kept: Vec<&(Precedence, ObjKey, Vec<String>)> = Vec::new();
+        let mut kept: Vec<&L7Route> = Vec::new();
         for route in &routes {
             let rival = kept.iter().find(|k| k.1.kind != route.1.kind && hostnames_meet(&k.2, &route.2));
             match rival {
@@ -209,7 +209,8 @@ pub fn settle_http_grpc_conflicts(snapshot: &Snapshot, attached: &mut BTreeMap<O
     }
 }
 
-type Precedence = (String, String, String);
+/// An HTTPRoute or GRPCRoute on one listener: precedence, route, hostnames there.
+type L7Route = ((String, String, String), ObjKey, Vec<String>);
 
 /// Whether two routes' hostnames on a listener share a name (no hostnames: every name).
 fn hostnames_meet(a: &[String], b: &[String]) -> bool {

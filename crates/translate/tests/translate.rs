@@ -11,6 +11,8 @@ mod gateways;
 mod ir;
 #[path = "translate/listeners.rs"]
 mod listeners;
+#[path = "translate/policies.rs"]
+mod policies;
 #[path = "translate/routes.rs"]
 mod routes;
 #[path = "translate/store.rs"]

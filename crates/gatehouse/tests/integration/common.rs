@@ -6,6 +6,7 @@ use std::{
     net::{SocketAddr, TcpListener},
     path::PathBuf,
     process::{Child, Command, Stdio},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -16,6 +17,9 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::{TokioExecutor, TokioIo},
 };
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::{TlsConnector, client::TlsStream};
 
 /// How long any single wait in a test may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -520,4 +524,84 @@ spec:
 pub async fn get_json(port: u16, path: &str, host: &str) -> (u16, serde_json::Value) {
     let (code, _, body) = get_host(&format!("http://127.0.0.1:{port}{path}"), host).await.unwrap();
     (code, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
+}
+
+/// A test CA and leaf certificates it signed, one per name.
+pub struct Pki {
+    /// The CA certificate, PEM.
+    pub ca_pem: String,
+    roots: Arc<rustls::RootCertStore>,
+    /// Per name: (certificate DER, cert PEM, key PEM).
+    leaves: Vec<(String, CertificateDer<'static>, String, String)>,
+}
+
+impl Pki {
+    pub fn new(names: &[&str]) -> Pki {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "gatehouse test CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        let leaves = names
+            .iter()
+            .map(|name| {
+                let key = KeyPair::generate().unwrap();
+                let cert = CertificateParams::new(vec![name.to_string()]).unwrap().signed_by(&key, &ca).unwrap();
+                (name.to_string(), cert.der().clone(), cert.pem(), key.serialize_pem())
+            })
+            .collect();
+        Pki { ca_pem: ca.pem(), roots: Arc::new(roots), leaves }
+    }
+
+    pub fn secret(&self, secret: &str, name: &str) -> String {
+        let (_, _, cert, key) = self.leaves.iter().find(|l| l.0 == name).unwrap();
+        format!(
+            "---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: {secret}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: {}
+  tls.key: {}
+",
+            serde_json::to_string(cert).unwrap(),
+            serde_json::to_string(key).unwrap()
+        )
+    }
+
+    /// Certificate and key PEM of a leaf.
+    pub fn leaf(&self, name: &str) -> (&str, &str) {
+        let (_, _, cert, key) = self.leaves.iter().find(|l| l.0 == name).unwrap();
+        (cert, key)
+    }
+
+    pub fn der(&self, name: &str) -> &CertificateDer<'static> {
+        &self.leaves.iter().find(|l| l.0 == name).unwrap().1
+    }
+
+    /// Connects to the proxy with `sni`, verifying the certificate against the test CA for
+    /// that name, offering `alpn`.
+    pub async fn connect(
+        &self,
+        port: u16,
+        sni: &str,
+        alpn: &[&[u8]],
+    ) -> Result<TlsStream<tokio::net::TcpStream>, String> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(self.roots.clone())
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
+        let name = ServerName::try_from(sni.to_string()).unwrap();
+        tokio::time::timeout(PATIENCE, TlsConnector::from(Arc::new(config)).connect(name, tcp))
+            .await
+            .map_err(|_| "handshake timed out".to_string())?
+            .map_err(|e| e.to_string())
+    }
 }

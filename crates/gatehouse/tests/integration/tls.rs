@@ -1,82 +1,12 @@
 //! HTTPS listeners: certificates from kubernetes.io/tls Secrets chosen by SNI, ALPN h2, and
 //! 421 for a request whose Host belongs to another listener than the one its SNI chose.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, ServerName};
-use tokio_rustls::{TlsConnector, client::TlsStream};
+use tokio_rustls::client::TlsStream;
 
 use super::common::*;
-
-struct Pki {
-    roots: Arc<rustls::RootCertStore>,
-    /// Per name: (certificate DER, cert PEM, key PEM).
-    leaves: Vec<(String, CertificateDer<'static>, String, String)>,
-}
-
-impl Pki {
-    fn new(names: &[&str]) -> Pki {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "gatehouse test CA");
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.der().clone()).unwrap();
-        let leaves = names
-            .iter()
-            .map(|name| {
-                let key = KeyPair::generate().unwrap();
-                let cert = CertificateParams::new(vec![name.to_string()]).unwrap().signed_by(&key, &ca).unwrap();
-                (name.to_string(), cert.der().clone(), cert.pem(), key.serialize_pem())
-            })
-            .collect();
-        Pki { roots: Arc::new(roots), leaves }
-    }
-
-    fn secret(&self, secret: &str, name: &str) -> String {
-        let (_, _, cert, key) = self.leaves.iter().find(|l| l.0 == name).unwrap();
-        format!(
-            "---
-apiVersion: v1
-kind: Secret
-metadata:
-  name: {secret}
-type: kubernetes.io/tls
-stringData:
-  tls.crt: {}
-  tls.key: {}
-",
-            serde_json::to_string(cert).unwrap(),
-            serde_json::to_string(key).unwrap()
-        )
-    }
-
-    fn der(&self, name: &str) -> &CertificateDer<'static> {
-        &self.leaves.iter().find(|l| l.0 == name).unwrap().1
-    }
-
-    /// Connects to the proxy with `sni`, verifying the certificate against the test CA for
-    /// that name, offering `alpn`.
-    async fn connect(&self, port: u16, sni: &str, alpn: &[&[u8]]) -> Result<TlsStream<tokio::net::TcpStream>, String> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(self.roots.clone())
-            .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
-        let name = ServerName::try_from(sni.to_string()).unwrap();
-        tokio::time::timeout(PATIENCE, TlsConnector::from(Arc::new(config)).connect(name, tcp))
-            .await
-            .map_err(|_| "handshake timed out".to_string())?
-            .map_err(|e| e.to_string())
-    }
-}
 
 /// One request on an established TLS connection, in HTTP/2 if ALPN chose it.
 async fn send(

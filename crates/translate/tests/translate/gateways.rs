@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde_json::json;
 
-use crate::common::{attached_routes, cond, listener, run, run_with, settings};
+use crate::common::{attached_routes, cond, listener, run, run_with, settings, with_cert};
 
 fn gateway(name: &str, namespace: &str, extra: &str) -> String {
     format!(
@@ -195,4 +195,89 @@ fn older_gateway_keeps_a_shared_port() {
     assert_eq!(cond(&new, "Accepted"), "False/ListenersNotValid");
     assert_eq!(t.bind("127.0.0.1:80").unwrap().listeners.len(), 1);
     assert_eq!(t.bind("127.0.0.1:80").unwrap().listeners[0].name, "default/old/http");
+}
+
+/// Frontend client-certificate validation: the conformance layout of
+/// gateway-with-invalid-clientcertificate-validation, plus the insecure fallback condition.
+#[test]
+fn frontend_client_certificate_validation() {
+    let ca = serde_json::to_string(&crate::common::cert().0).unwrap();
+    let t = run(&with_cert(&format!(
+        "\
+apiVersion: v1
+kind: Secret
+metadata: {{name: server}}
+type: kubernetes.io/tls
+stringData: {{tls.crt: {{{{CERT}}}}, tls.key: {{{{KEY}}}}}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: ca}}
+data: {{ca.crt: {ca}}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: ca, namespace: elsewhere}}
+data: {{ca.crt: {ca}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  gatewayClassName: gatehouse
+  tls:
+    frontend:
+      default:
+        validation: {{caCertificateRefs: [{{group: '', kind: ConfigMap, name: ca}}]}}
+      perPort:
+      - port: 7443
+        tls: {{validation: {{caCertificateRefs: [{{group: '', kind: ConfigMap, name: missing}}]}}}}
+      - port: 8443
+        tls: {{validation: {{caCertificateRefs: [{{group: '', kind: Service, name: ca}}]}}}}
+      - port: 6443
+        tls: {{validation: {{caCertificateRefs: [{{group: '', kind: ConfigMap, name: ca, namespace: elsewhere}}]}}}}
+      - port: 9443
+        tls: {{validation: {{caCertificateRefs: [{{group: '', kind: ConfigMap, name: ca}}], mode: AllowInsecureFallback}}}}
+  listeners:
+  - {{name: http, port: 80, protocol: HTTP}}
+  - {{name: https, port: 443, protocol: HTTPS, tls: {{certificateRefs: [{{name: server}}]}}}}
+  - {{name: https-unresolved, port: 7443, protocol: HTTPS, tls: {{certificateRefs: [{{name: server}}]}}}}
+  - {{name: https-invalid-kind, port: 8443, protocol: HTTPS, tls: {{certificateRefs: [{{name: server}}]}}}}
+  - {{name: https-grant-missing, port: 6443, protocol: HTTPS, tls: {{certificateRefs: [{{name: server}}]}}}}
+  - {{name: https-fallback, port: 9443, protocol: HTTPS, tls: {{certificateRefs: [{{name: server}}]}}}}
+"
+    )));
+    let gw = t.gateway("default", "gw");
+    assert_eq!(cond(&gw, "Accepted"), "True/ListenersNotValid");
+    assert_eq!(cond(&gw, "InsecureFrontendValidationMode"), "True/ConfigurationChanged");
+    for name in ["http", "https", "https-fallback"] {
+        let l = listener(&gw, name);
+        assert_eq!(cond(l, "Accepted"), "True/Accepted", "{name}");
+        assert_eq!(cond(l, "ResolvedRefs"), "True/ResolvedRefs", "{name}");
+        assert_eq!(cond(l, "Programmed"), "True/Programmed", "{name}");
+    }
+    for (name, reason) in [
+        ("https-unresolved", "InvalidCACertificateRef"),
+        ("https-invalid-kind", "InvalidCACertificateKind"),
+        ("https-grant-missing", "RefNotPermitted"),
+    ] {
+        let l = listener(&gw, name);
+        assert_eq!(cond(l, "ResolvedRefs"), format!("False/{reason}"), "{name}");
+        assert_eq!(cond(l, "Accepted"), "False/NoValidCACertificate", "{name}");
+        assert_eq!(cond(l, "Programmed").split('/').next(), Some("False"), "{name}");
+    }
+    let https = t.ir_listener("default/gw/https");
+    let v = https.tls.as_ref().unwrap().client_validation.as_ref().expect("client validation on HTTPS");
+    assert!(v.ca_pem.contains("BEGIN CERTIFICATE") && !v.insecure_fallback);
+    assert!(
+        t.ir_listener("default/gw/https-fallback")
+            .tls
+            .as_ref()
+            .unwrap()
+            .client_validation
+            .as_ref()
+            .unwrap()
+            .insecure_fallback
+    );
+    assert!(t.ir_listener("default/gw/http").tls.is_none(), "HTTP listeners are never affected");
 }

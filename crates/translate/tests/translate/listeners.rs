@@ -420,10 +420,10 @@ fn attached_routes_counting() {
     }
 }
 
-/// TCP, UDP and TLS listeners are valid but not served by the data plane yet: status must
-/// not claim they are programmed.
+/// Every listener protocol is served by the data plane, so a valid listener of any protocol
+/// is Programmed; a TCP and a UDP listener on the same port get a socket each.
 #[test]
-fn listeners_the_data_plane_does_not_serve_yet_are_pending() {
+fn listeners_of_every_protocol_are_programmed() {
     let t = run("\
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -432,15 +432,20 @@ spec:
   gatewayClassName: gatehouse
   listeners:
   - {name: http, port: 80, protocol: HTTP}
-  - {name: tcp, port: 5432, protocol: TCP}
+  - {name: tcp, port: 53, protocol: TCP}
   - {name: udp, port: 53, protocol: UDP}
+  - {name: passthrough, port: 443, protocol: TLS, hostname: a.example.com, tls: {mode: Passthrough}}
 ");
     let gw = t.gateway("default", "gw");
     assert_eq!(cond(&gw, "Programmed"), "True/Programmed");
-    assert_eq!(cond(listener(&gw, "http"), "Programmed"), "True/Programmed");
-    for name in ["tcp", "udp"] {
+    for name in ["http", "tcp", "udp", "passthrough"] {
         let l = listener(&gw, name);
         assert_eq!(cond(l, "Accepted"), "True/Accepted", "{name}");
-        assert_eq!(cond(l, "Programmed"), "False/Pending", "{name}");
+        assert_eq!(cond(l, "Programmed"), "True/Programmed", "{name}");
     }
+    let binds: Vec<(String, translate::ir::BindProtocol)> =
+        t.output.config.binds.iter().map(|b| (b.address.to_string(), b.protocol)).collect();
+    use translate::ir::BindProtocol::*;
+    let expected = [("127.0.0.1:53", Tcp), ("127.0.0.1:53", Udp), ("127.0.0.1:80", Http), ("127.0.0.1:443", Tls)];
+    assert_eq!(binds, expected.map(|(a, p)| (a.to_string(), p)));
 }

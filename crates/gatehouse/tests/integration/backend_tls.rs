@@ -1,0 +1,132 @@
+//! BackendTLSPolicy: TLS to backends, verified against the policy's CA and hostname.
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, body::Incoming, service::service_fn};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+
+use super::common::*;
+
+/// An HTTPS backend presenting the `pki` certificate for `name`; answers `tls-backend`.
+async fn tls_backend(pki: &Pki, name: &str) -> SocketAddr {
+    let (cert, key) = pki.leaf(name);
+    let chain = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else { return };
+                let svc = service_fn(|_req: Request<Incoming>| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"tls-backend"))))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn ca_config_map(pki: &Pki) -> String {
+    format!(
+        "---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: backend-ca}}
+data:
+  ca.crt: {}
+",
+        serde_json::to_string(&pki.ca_pem).unwrap()
+    )
+}
+
+fn policy(validation: &str) -> String {
+    format!(
+        "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {{name: tls}}
+spec:
+  targetRefs: [{{group: \"\", kind: Service, name: secure}}]
+  validation:
+{validation}"
+    )
+}
+
+/// A Gateway whose route sends everything to Service `secure` (port 80 → `backend`).
+async fn start(backend: SocketAddr, extra: &str) -> (Gateway, u16) {
+    let port = free_port();
+    let config =
+        format!("{CLASS}{}{}{}{extra}", http_gateway(port), route("r", "/", "secure"), service("secure", backend));
+    (Gateway::start(&config).await, port)
+}
+
+#[tokio::test]
+async fn requests_reach_a_tls_backend_verified_by_the_policy() {
+    let pki = Pki::new(&["backend.example"]);
+    let backend = tls_backend(&pki, "backend.example").await;
+    let validation =
+        "    caCertificateRefs: [{group: \"\", kind: ConfigMap, name: backend-ca}]\n    hostname: backend.example\n";
+    let (gw, port) = start(backend, &format!("{}{}", ca_config_map(&pki), policy(validation))).await;
+    assert_eq!(get(&format!("http://127.0.0.1:{port}/")).await.unwrap(), (200, "tls-backend".to_string()));
+
+    let status = gw.status().await;
+    let ancestors = &resource(&status, "BackendTLSPolicy", "tls")["status"]["ancestors"];
+    assert_eq!(ancestors.as_array().unwrap().len(), 1, "{ancestors}");
+    assert_eq!(ancestors[0]["ancestorRef"]["name"], "gw");
+    assert_eq!(ancestors[0]["ancestorRef"]["kind"], "Gateway");
+    assert_eq!(ancestors[0]["controllerName"], "gatehouse.dev/gateway-controller");
+    assert_eq!(condition(&ancestors[0]["conditions"], "Accepted")["status"], "True");
+    assert_eq!(condition(&ancestors[0]["conditions"], "ResolvedRefs")["status"], "True");
+}
+
+#[tokio::test]
+async fn a_certificate_for_another_name_is_refused_unless_a_subject_alt_name_allows_it() {
+    let pki = Pki::new(&["backend.example"]);
+    let backend = tls_backend(&pki, "backend.example").await;
+    let wrong =
+        "    caCertificateRefs: [{group: \"\", kind: ConfigMap, name: backend-ca}]\n    hostname: other.example\n";
+    let (gw, port) = start(backend, &format!("{}{}", ca_config_map(&pki), policy(wrong))).await;
+    assert_eq!(get(&format!("http://127.0.0.1:{port}/")).await.unwrap().0, 502, "the name does not match");
+
+    let san = format!(
+        "{CLASS}{}{}{}{}{}",
+        http_gateway(port),
+        route("r", "/", "secure"),
+        service("secure", backend),
+        ca_config_map(&pki),
+        policy(&format!("{wrong}    subjectAltNames: [{{type: Hostname, hostname: backend.example}}]\n"))
+    );
+    gw.reconfigure(&san).await;
+    assert_eq!(get(&format!("http://127.0.0.1:{port}/")).await.unwrap(), (200, "tls-backend".to_string()));
+}
+
+#[tokio::test]
+async fn a_policy_without_a_valid_ca_fails_requests_and_says_why() {
+    let pki = Pki::new(&["backend.example"]);
+    let backend = tls_backend(&pki, "backend.example").await;
+    let validation =
+        "    caCertificateRefs: [{group: \"\", kind: ConfigMap, name: missing}]\n    hostname: backend.example\n";
+    let (gw, port) = start(backend, &policy(validation)).await;
+    assert_eq!(get(&format!("http://127.0.0.1:{port}/")).await.unwrap().0, 500, "never sent unverified");
+    let status = gw.status().await;
+    let conditions = &resource(&status, "BackendTLSPolicy", "tls")["status"]["ancestors"][0]["conditions"];
+    assert_eq!(condition(conditions, "Accepted")["reason"], "NoValidCACertificate");
+    assert_eq!(condition(conditions, "ResolvedRefs")["reason"], "InvalidCACertificateRef");
+}
