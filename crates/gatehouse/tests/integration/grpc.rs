@@ -254,7 +254,6 @@ async fn method_match_routes_a_unary_call_over_h2c_and_the_reply_round_trips() {
 /// with an error: "Some intermediate proxy may not support trailers"), so a gRPC proxy
 /// passes it on; over HTTP/2 it is the one TE value allowed (RFC 9113 §8.2.2).
 #[tokio::test]
-#[ignore = "the proxy drops `te: trailers` with the hop-by-hop headers (proxy/src/forward.rs HOP_BY_HOP)"]
 async fn te_trailers_reaches_the_backend() {
     let echo = grpc_backend("echo").await;
     let port = free_port();
