@@ -14,6 +14,7 @@ mod integration {
     mod l4;
     mod lifecycle;
     mod mirror_retry;
+    mod mtls;
     mod reload;
     mod routing;
     mod tls;

@@ -115,7 +115,7 @@ impl Proxy {
         for ((address, udp), bind) in wanted {
             let compiled = Arc::new(BindConfig::compile(bind, backends.clone()));
             let tls = match bind.protocol {
-                BindProtocol::Tls => tls::server_config(&compiled),
+                BindProtocol::Tls => tls::server_configs(bind),
                 _ => None,
             };
             let stream = StreamConfig::compile(bind, backends.clone(), tls.as_ref()).map(Arc::new);

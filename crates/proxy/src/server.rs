@@ -12,7 +12,6 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
-use rustls::ServerConfig;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
@@ -26,6 +25,7 @@ use crate::{
     handler,
     rewind::{Rewind, first_bytes},
     stream::{self, ConnGuard, Conns, StreamConfig},
+    tls::TlsConfigs,
 };
 
 /// How long a client may take to complete its TLS handshake, and then to send the first
@@ -35,7 +35,7 @@ const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
 /// What a socket serves now; swapped whole on reconfiguration.
 pub struct BindState {
     pub config: Arc<BindConfig>,
-    pub tls: Option<Arc<ServerConfig>>,
+    pub tls: Option<Arc<TlsConfigs>>,
     /// TCP and UDP sockets, and TLS sockets with TLS listeners.
     pub stream: Option<Arc<StreamConfig>>,
 }
@@ -151,7 +151,7 @@ async fn serve(
                     stream::serve_terminate(stream, hello, &sni, listener, &l4, FIRST_BYTES_TIMEOUT, guard).await;
                 }
                 _ => {
-                    let Some(config) = tls else { return };
+                    let Some(config) = tls.and_then(|t| t.for_sni(&sni)) else { return };
                     let accept = tokio_rustls::TlsAcceptor::from(config).accept(Rewind::new(hello, stream));
                     serve_https(accept, peer, local, state, shared, builder, watcher).await;
                 }
@@ -165,9 +165,14 @@ async fn serve(
             let io = TokioIo::new(Rewind::new(prefix, stream));
             let _ = watcher.watch(builder.serve_connection_with_upgrades(io, svc).into_owned()).await;
         }
-        (Some(config), None) => {
-            let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
-            serve_https(accept, peer, local, state, shared, builder, watcher).await;
+        (Some(configs), None) => {
+            // Each listener has its own config (client validation differs): read the
+            // ClientHello, then pick by SNI.
+            let lazy = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+            let Ok(Ok(start)) = tokio::time::timeout(FIRST_BYTES_TIMEOUT, lazy).await else { return };
+            let sni = start.client_hello().server_name().map(str::to_ascii_lowercase).unwrap_or_default();
+            let Some(config) = configs.for_sni(&sni) else { return };
+            serve_https(start.into_stream(config), peer, local, state, shared, builder, watcher).await;
         }
     }
 }

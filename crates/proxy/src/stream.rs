@@ -17,7 +17,6 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
-use rustls::ServerConfig;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::TcpStream,
@@ -30,6 +29,7 @@ use crate::{
     config::{Backend, Backends},
     hostmap::HostMap,
     rewind::Rewind,
+    tls::TlsConfigs,
 };
 
 /// A TCP or TLS stream with no byte in either direction for this long is closed. Long, since
@@ -50,9 +50,9 @@ pub struct StreamConfig {
     /// Listener index by the listener's own hostname, for SNI.
     pub by_host: HostMap<usize>,
     pub backends: Arc<Backends>,
-    /// For TLS listeners in mode Terminate: the socket's certificates, without ALPN (the
-    /// stream is opaque to us, so no application protocol may be negotiated on its behalf).
-    pub terminate: Option<Arc<ServerConfig>>,
+    /// For TLS listeners in mode Terminate: each listener's config, which offers no ALPN
+    /// (the stream is opaque to us, so no application protocol may be negotiated for it).
+    pub terminate: Option<Arc<TlsConfigs>>,
 }
 
 pub struct StreamListener {
@@ -102,7 +102,7 @@ impl StreamRoute {
 impl StreamConfig {
     /// `None` for sockets with no layer-4 listener (HTTP, and TLS sockets with only HTTPS
     /// listeners: they keep the plain HTTP path).
-    pub fn compile(bind: &ir::Bind, backends: Arc<Backends>, tls: Option<&Arc<ServerConfig>>) -> Option<Self> {
+    pub fn compile(bind: &ir::Bind, backends: Arc<Backends>, tls: Option<&Arc<TlsConfigs>>) -> Option<Self> {
         let l4 = match bind.protocol {
             BindProtocol::Http => false,
             BindProtocol::Tcp | BindProtocol::Udp => true,
@@ -138,11 +138,7 @@ impl StreamConfig {
                 }
             })
             .collect();
-        let terminate = tls.map(|c| {
-            let mut c = ServerConfig::clone(c);
-            c.alpn_protocols.clear();
-            Arc::new(c)
-        });
+        let terminate = tls.cloned();
         Some(Self { protocol: bind.protocol, listeners, by_host, backends, terminate })
     }
 
@@ -329,7 +325,7 @@ pub async fn serve_terminate(
     handshake_timeout: Duration,
     mut guard: ConnGuard,
 ) {
-    let Some(tls) = config.terminate.clone() else { return };
+    let Some(tls) = config.terminate.as_ref().and_then(|t| t.for_sni(sni)) else { return };
     let Some(route) = listener.route_for(sni) else {
         tracing::debug!(listener = %listener.name, sni, "no TLSRoute for this SNI");
         return;

@@ -590,12 +590,30 @@ stringData:
         sni: &str,
         alpn: &[&[u8]],
     ) -> Result<TlsStream<tokio::net::TcpStream>, String> {
+        self.connect_as(port, sni, alpn, None).await
+    }
+
+    /// As [`Pki::connect`], presenting `client` (certificate and key PEM) if given.
+    pub async fn connect_as(
+        &self,
+        port: u16,
+        sni: &str,
+        alpn: &[&[u8]],
+        client: Option<(&str, &str)>,
+    ) -> Result<TlsStream<tokio::net::TcpStream>, String> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
-            .with_root_certificates(self.roots.clone())
-            .with_no_client_auth();
+            .with_root_certificates(self.roots.clone());
+        let mut config = match client {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                use rustls::pki_types::{PrivateKeyDer, pem::PemObject};
+                let chain = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
+                builder.with_client_auth_cert(chain, PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap()).unwrap()
+            }
+        };
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
         let name = ServerName::try_from(sni.to_string()).unwrap();

@@ -9,7 +9,7 @@ use tokio_rustls::client::TlsStream;
 use super::common::*;
 
 /// One request on an established TLS connection, in HTTP/2 if ALPN chose it.
-async fn send(
+pub(super) async fn send(
     tls: TlsStream<tokio::net::TcpStream>,
     host: &str,
     path: &str,
