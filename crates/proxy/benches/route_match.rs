@@ -55,6 +55,7 @@ fn bind() -> BindConfig {
         virtual_hosts: vec![VirtualHost { hostnames: vec!["*".into()], routes }],
         rules,
         stream_routes: vec![],
+        backend_client_certificate: None,
     };
     let bind =
         Bind { address: "127.0.0.1:80".parse().unwrap(), protocol: BindProtocol::Http, listeners: vec![listener] };

@@ -18,6 +18,9 @@ use crate::{hostmap::HostMap, path::has_prefix, upstream_tls::UpstreamTls};
 /// One socket's configuration.
 pub struct BindConfig {
     pub listeners: Vec<ListenerConfig>,
+    /// The Secret of the certificate presented to TLS backends. A socket serves one
+    /// Gateway (with its ListenerSets), so one certificate at most.
+    pub backend_client_certificate: Option<String>,
     /// Listener index by hostname (the listener's own).
     pub by_host: HostMap<usize>,
     pub backends: Arc<Backends>,
@@ -236,6 +239,15 @@ impl Backend {
 
 impl Backends {
     pub fn compile(config: &ir::ProxyConfig) -> Self {
+        // Every client certificate a Gateway presents to TLS backends.
+        let mut certificates: Vec<&ir::CertifiedKey> = config
+            .binds
+            .iter()
+            .flat_map(|b| &b.listeners)
+            .filter_map(|l| l.backend_client_certificate.as_ref())
+            .collect();
+        certificates.sort_by(|a, b| a.source.cmp(&b.source));
+        certificates.dedup_by(|a, b| a.source == b.source);
         let by_key = config
             .backends
             .iter()
@@ -247,7 +259,7 @@ impl Backends {
                         endpoints: b.endpoints.iter().filter_map(|e| Some((*e, authority(*e)?))).collect(),
                         protocol: b.protocol,
                         external_name: b.external_name.clone(),
-                        tls: b.tls.as_ref().map(|t| UpstreamTls::new(t, b.protocol)),
+                        tls: b.tls.as_ref().map(|t| UpstreamTls::new(t, b.protocol, &certificates)),
                         next: AtomicUsize::new(0),
                     },
                 )
@@ -289,7 +301,9 @@ impl BindConfig {
                 ListenerConfig::compile(l)
             })
             .collect();
-        Self { listeners, by_host, backends }
+        let backend_client_certificate =
+            bind.listeners.iter().find_map(|l| l.backend_client_certificate.as_ref().map(|c| c.source.clone()));
+        Self { listeners, by_host, backends, backend_client_certificate }
     }
 }
 

@@ -24,7 +24,6 @@ use crate::{
     config::{Backend, BindConfig, Rule},
     handler::{Conn, apply_request_filters, modify_headers},
     respond::{Refusal, empty},
-    upstream_tls::UpstreamTls,
 };
 
 /// Bodies up to this size are kept so that a failed attempt can be retried.
@@ -84,7 +83,7 @@ pub async fn forward(
             apply_request_filters(&mut upstream, &choice.filters, prefix)?;
             mirror(&mut upstream, rule.filters.iter().chain(&choice.filters), bind, shared);
             let started = tokio::time::Instant::now();
-            let sent = send(upstream, endpoint, backend, shared);
+            let sent = send(upstream, endpoint, backend, bind.backend_client_certificate.as_deref(), shared);
             let result = match per_try {
                 Some(t) => tokio::time::timeout(t, sent).await.unwrap_or(Err(Refusal::Timeout)),
                 None => sent.await,
@@ -161,16 +160,23 @@ async fn send(
     mut req: Request<UpstreamBody>,
     (endpoint, authority): (SocketAddr, Authority),
     backend: &Backend,
+    client_certificate: Option<&str>,
     shared: &Shared,
 ) -> Result<Response<Incoming>, Refusal> {
     *req.uri_mut() = upstream_uri(req.uri(), authority)?;
     *req.version_mut() = match backend.protocol {
         BackendProtocol::H2c => http::Version::HTTP_2,
-        BackendProtocol::Http1 | BackendProtocol::WebSocket => http::Version::HTTP_11,
+        BackendProtocol::Http1 | BackendProtocol::WebSocket => {
+            // `te: trailers` matters to HTTP/2 (gRPC); HTTP/1.1 needs no TE from us.
+            req.headers_mut().remove(header::TE);
+            http::Version::HTTP_11
+        }
     };
     let sent = match (&backend.tls, backend.protocol) {
-        (Some(UpstreamTls::Client(client)), _) => client.request(req).await,
-        (Some(UpstreamTls::Invalid), _) => return Err(Refusal::Invalid),
+        (Some(tls), _) => match tls.client(client_certificate) {
+            Some(client) => client.request(req).await,
+            None => return Err(Refusal::Invalid),
+        },
         (None, BackendProtocol::H2c) => shared.clients.h2c.request(req).await,
         (None, _) => shared.clients.http1.request(req).await,
     };
@@ -199,8 +205,10 @@ fn mirror<'a>(
         let Some(backend) = bind.backends.by_key.get(key) else { continue };
         let Some((_, authority)) = backend.endpoint() else { continue };
         let client = match (&backend.tls, backend.protocol) {
-            (Some(UpstreamTls::Client(c)), _) => MirrorClient::Tls(c.clone()),
-            (Some(UpstreamTls::Invalid), _) => continue,
+            (Some(tls), _) => match tls.client(bind.backend_client_certificate.as_deref()) {
+                Some(c) => MirrorClient::Tls(c.clone()),
+                None => continue,
+            },
             (None, BackendProtocol::H2c) => MirrorClient::Plain(shared.clients.h2c.clone()),
             (None, _) => MirrorClient::Plain(shared.clients.http1.clone()),
         };
@@ -291,7 +299,7 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 /// Removes hop-by-hop headers, those named in `Connection` too, keeping what an upgrade
-/// needs and `te: trailers`, which gRPC requires end to end.
+/// needs and `te: trailers`, which gRPC requires over HTTP/2 (`send` drops it for HTTP/1.1).
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
     let trailers = headers
         .get_all(header::TE)

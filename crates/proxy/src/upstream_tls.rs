@@ -3,6 +3,7 @@
 //! Each such backend gets its own pooled client, built when the configuration is compiled.
 
 use std::{
+    collections::HashMap,
     io,
     pin::Pin,
     sync::{Arc, OnceLock},
@@ -24,13 +25,13 @@ use rustls::{
         danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     },
     crypto::aws_lc_rs,
-    pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject},
+    pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject},
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
 };
-use translate::ir::{BackendProtocol, BackendTls, Trust};
+use translate::ir::{BackendProtocol, BackendTls, CertifiedKey, Trust};
 
 use crate::{BoxError, UpstreamBody};
 
@@ -39,32 +40,52 @@ pub type TlsClient = Client<TlsConnector, UpstreamBody>;
 /// How requests to a backend under a BackendTLSPolicy go out.
 #[allow(clippy::large_enum_variant)] // one per backend, built once per configuration
 pub enum UpstreamTls {
-    Client(TlsClient),
+    /// A client without a certificate of its own, and one per Gateway client certificate
+    /// (`spec.tls.backend.clientCertificateRef`), by the certificate's Secret.
+    Clients { anonymous: TlsClient, by_certificate: HashMap<String, TlsClient> },
     /// No usable trust anchor or name: requests answer 500 rather than go out unverified.
     Invalid,
 }
 
 impl UpstreamTls {
-    pub fn new(tls: &BackendTls, protocol: BackendProtocol) -> Self {
-        match client_config(tls, protocol) {
-            Some((config, server_name)) => {
-                let mut http = HttpConnector::new();
-                http.set_nodelay(true);
-                http.set_connect_timeout(Some(Duration::from_secs(5)));
-                let connector = TlsConnector { http, config, server_name };
-                let mut builder = Client::builder(TokioExecutor::new());
-                builder.pool_idle_timeout(Duration::from_secs(60)).pool_timer(TokioTimer::new());
-                if protocol == BackendProtocol::H2c {
-                    builder.http2_only(true).timer(TokioTimer::new());
-                }
-                UpstreamTls::Client(builder.build(connector))
+    /// Clients for `tls`, one for each client certificate in `certificates`.
+    pub fn new(tls: &BackendTls, protocol: BackendProtocol, certificates: &[&CertifiedKey]) -> Self {
+        let Some(anonymous) = client(tls, protocol, None) else { return UpstreamTls::Invalid };
+        let by_certificate =
+            certificates.iter().filter_map(|c| Some((c.source.clone(), client(tls, protocol, Some(c))?))).collect();
+        UpstreamTls::Clients { anonymous, by_certificate }
+    }
+
+    /// The client for a request from a listener whose Gateway presents `certificate`.
+    pub fn client(&self, certificate: Option<&str>) -> Option<&TlsClient> {
+        match self {
+            UpstreamTls::Clients { anonymous, by_certificate } => {
+                Some(certificate.and_then(|c| by_certificate.get(c)).unwrap_or(anonymous))
             }
-            None => UpstreamTls::Invalid,
+            UpstreamTls::Invalid => None,
         }
     }
 }
 
-fn client_config(tls: &BackendTls, protocol: BackendProtocol) -> Option<(Arc<ClientConfig>, ServerName<'static>)> {
+fn client(tls: &BackendTls, protocol: BackendProtocol, certificate: Option<&CertifiedKey>) -> Option<TlsClient> {
+    let (config, server_name) = client_config(tls, protocol, certificate)?;
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(5)));
+    let connector = TlsConnector { http, config, server_name };
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder.pool_idle_timeout(Duration::from_secs(60)).pool_timer(TokioTimer::new());
+    if protocol == BackendProtocol::H2c {
+        builder.http2_only(true).timer(TokioTimer::new());
+    }
+    Some(builder.build(connector))
+}
+
+fn client_config(
+    tls: &BackendTls,
+    protocol: BackendProtocol,
+    certificate: Option<&CertifiedKey>,
+) -> Option<(Arc<ClientConfig>, ServerName<'static>)> {
     let mut roots = RootCertStore::empty();
     match &tls.trust {
         Trust::Pem(pem) => {
@@ -86,12 +107,19 @@ fn client_config(tls: &BackendTls, protocol: BackendProtocol) -> Option<(Arc<Cli
         tls.subject_alt_names.iter().filter_map(|n| ServerName::try_from(n.clone()).ok()).collect()
     };
     let verifier = Arc::new(NamesVerifier { inner, names });
-    let mut config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .ok()?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match certificate {
+        None => builder.with_no_client_auth(),
+        Some(c) => {
+            let chain = CertificateDer::pem_slice_iter(c.cert_pem.as_bytes()).filter_map(Result::ok).collect();
+            let key = PrivateKeyDer::from_pem_slice(c.key_pem.as_bytes()).ok()?;
+            builder.with_client_auth_cert(chain, key).ok()?
+        }
+    };
     config.alpn_protocols = match protocol {
         BackendProtocol::H2c => vec![b"h2".to_vec()],
         BackendProtocol::Http1 | BackendProtocol::WebSocket => vec![b"http/1.1".to_vec()],

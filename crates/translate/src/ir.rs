@@ -61,6 +61,10 @@ pub struct Listener {
     /// TCP, UDP and TLS routes: the backends to balance over, per SNI for TLS.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stream_routes: Vec<StreamRoute>,
+    /// The certificate this listener's Gateway presents to backends that use TLS
+    /// (`spec.tls.backend.clientCertificateRef`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_client_certificate: Option<CertifiedKey>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -162,7 +162,7 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Output {
         }
     }
 
-    out.config.binds = binds(&gateways, &placed);
+    out.config.binds = binds(snapshot, &gateways, &placed);
 
     // BackendTLSPolicy status, on each Gateway whose served routes reach a targeted Service.
     let mut reached: BTreeMap<(String, String), BTreeSet<(String, String)>> = BTreeMap::new();
@@ -234,7 +234,11 @@ fn compile(snapshot: &Snapshot, obj: &Object, backends: &mut BTreeMap<String, Ba
 }
 
 /// The sockets of every Gateway we serve, and on each the listeners with their routes.
-fn binds(gateways: &[GatewayCtx<'_>], placed: &[(RouteRef<'_>, Compiled, Vec<Attachment>)]) -> Vec<Bind> {
+fn binds(
+    snapshot: &Snapshot,
+    gateways: &[GatewayCtx<'_>],
+    placed: &[(RouteRef<'_>, Compiled, Vec<Attachment>)],
+) -> Vec<Bind> {
     // By address and transport: a UDP and a TCP-based listener may share a port number.
     let mut binds: BTreeMap<(SocketAddr, bool), Bind> = BTreeMap::new();
     for (g, gw) in gateways.iter().enumerate() {
@@ -242,6 +246,7 @@ fn binds(gateways: &[GatewayCtx<'_>], placed: &[(RouteRef<'_>, Compiled, Vec<Att
             continue;
         }
         let gw_name = format!("{}/{}", gw.obj.meta().namespace(), gw.obj.meta().name);
+        let client_certificate = gw.client_certificate(snapshot);
         for (l, listener) in gw.listeners.iter().enumerate() {
             if !listener.programmed() {
                 continue;
@@ -291,6 +296,7 @@ fn binds(gateways: &[GatewayCtx<'_>], placed: &[(RouteRef<'_>, Compiled, Vec<Att
                 virtual_hosts,
                 rules,
                 stream_routes: stream_routes.into_iter().map(|(_, r)| r).collect(),
+                backend_client_certificate: client_certificate.clone(),
             };
             let bind_protocol = match protocol {
                 ListenerProtocol::Http => BindProtocol::Http,

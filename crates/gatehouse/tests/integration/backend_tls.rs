@@ -12,16 +12,27 @@ use super::common::*;
 
 /// An HTTPS backend presenting the `pki` certificate for `name`; answers `tls-backend`.
 async fn tls_backend(pki: &Pki, name: &str) -> SocketAddr {
+    serve_tls(pki, name, false).await
+}
+
+/// As [`tls_backend`], optionally insisting on a client certificate from the `pki` CA.
+async fn serve_tls(pki: &Pki, name: &str, require_client_certificate: bool) -> SocketAddr {
     let (cert, key) = pki.leaf(name);
     let chain = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
     let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
+    let builder =
+        rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap();
+    let builder = if require_client_certificate {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap()).unwrap();
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let config = builder.with_single_cert(chain, key).unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -129,4 +140,30 @@ async fn a_policy_without_a_valid_ca_fails_requests_and_says_why() {
     let conditions = &resource(&status, "BackendTLSPolicy", "tls")["status"]["ancestors"][0]["conditions"];
     assert_eq!(condition(conditions, "Accepted")["reason"], "NoValidCACertificate");
     assert_eq!(condition(conditions, "ResolvedRefs")["reason"], "InvalidCACertificateRef");
+}
+
+#[tokio::test]
+async fn the_gateway_presents_its_client_certificate_to_tls_backends() {
+    let pki = Pki::new(&["backend.example", "gateway.client"]);
+    let backend = serve_tls(&pki, "backend.example", true).await;
+    let validation =
+        "    caCertificateRefs: [{group: \"\", kind: ConfigMap, name: backend-ca}]\n    hostname: backend.example\n";
+    let extra = format!("{}{}", ca_config_map(&pki), policy(validation));
+    let (gw, port) = start(backend, &extra).await;
+    assert_eq!(get(&format!("http://127.0.0.1:{port}/")).await.unwrap().0, 502, "no client certificate yet");
+
+    let with_certificate = format!(
+        "{CLASS}{}{}{}{extra}{}",
+        http_gateway(port).replace(
+            "  gatewayClassName: gatehouse\n",
+            "  gatewayClassName: gatehouse\n  tls:\n    backend:\n      clientCertificateRef: {name: gateway-client}\n"
+        ),
+        route("r", "/", "secure"),
+        service("secure", backend),
+        pki.secret("gateway-client", "gateway.client"),
+    );
+    let status = gw.reconfigure(&with_certificate).await;
+    let gateway = resource(&status, "Gateway", "gw");
+    assert_eq!(condition(&gateway["status"]["conditions"], "ResolvedRefs")["status"], "True", "{gateway}");
+    assert_eq!(get(&format!("http://127.0.0.1:{port}/")).await.unwrap(), (200, "tls-backend".to_string()));
 }
