@@ -13,6 +13,7 @@ mod integration {
     mod hostile;
     mod l4;
     mod lifecycle;
+    mod listener_sets;
     mod mirror_retry;
     mod mtls;
     mod reload;
