@@ -163,7 +163,6 @@ pub struct GatewayAddress {
 }
 
 pub const ADDRESS_TYPE_IP: &str = "IPAddress";
-pub const ADDRESS_TYPE_HOSTNAME: &str = "Hostname";
 
 fn address_type_ip() -> String {
     ADDRESS_TYPE_IP.into()

@@ -82,10 +82,6 @@ impl Kind {
         !matches!(self, Kind::GatewayClass | Kind::Namespace)
     }
 
-    pub fn is_route(self) -> bool {
-        Self::ROUTES.contains(&self)
-    }
-
     /// The kind a document's `apiVersion` and `kind` name, if gatehouse reads it. Every
     /// served version of a kind shares one schema here.
     pub fn from_type_meta(api_version: &str, kind: &str) -> Option<Kind> {

@@ -194,8 +194,6 @@ pub mod reason {
     pub const RESOLVED_REFS: &str = "ResolvedRefs";
     pub const CONFLICTED: &str = "Conflicted";
     pub const SUPPORTED_VERSION: &str = "SupportedVersion";
-    pub const PARTIALLY_INVALID: &str = "PartiallyInvalid";
-    pub const OVERLAPPING_TLS_CONFIG: &str = "OverlappingTLSConfig";
 
     pub const INVALID_PARAMETERS: &str = "InvalidParameters";
     pub const INVALID: &str = "Invalid";
@@ -220,9 +218,7 @@ pub mod reason {
     pub const UNSUPPORTED_VALUE: &str = "UnsupportedValue";
     pub const BACKEND_NOT_FOUND: &str = "BackendNotFound";
     pub const INVALID_KIND: &str = "InvalidKind";
-    pub const UNSUPPORTED_VERSION: &str = "UnsupportedVersion";
     pub const NOT_ALLOWED: &str = "NotAllowed";
-    pub const LISTENERS_ACCEPTED: &str = "ListenersAccepted";
     pub const LISTENERS_NOT_RESOLVED: &str = "ListenersNotResolved";
     pub const INVALID_CLIENT_CERTIFICATE_REF: &str = "InvalidClientCertificateRef";
     pub const NO_VALID_CA_CERTIFICATE: &str = "NoValidCACertificate";

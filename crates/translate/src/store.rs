@@ -96,10 +96,6 @@ macro_rules! typed_access {
 }
 
 impl Snapshot {
-    pub fn from_objects(objects: impl IntoIterator<Item = Object>) -> Self {
-        Self::new(objects.into_iter().map(|o| (o.key(), Arc::new(o))).collect())
-    }
-
     fn new(objects: BTreeMap<ObjKey, Arc<Object>>) -> Self {
         let mut slices_by_service: BTreeMap<(String, String), Vec<Arc<Object>>> = BTreeMap::new();
         let start = ObjKey::new(Kind::EndpointSlice, "", "");
