@@ -46,8 +46,11 @@ pub struct CompiledRoute {
     pub entries: Vec<(HttpMatch, usize, Precedence)>,
     /// The first unresolved backendRef, for ResolvedRefs.
     pub unresolved: Option<Unresolved>,
-    /// A reason to reject the route (Accepted False), e.g. an unsupported filter.
-    pub invalid: Option<(&'static str, String)>,
+    /// Rules left out because they use something not supported (e.g. a CORS filter), each
+    /// as "Dropped Rule N: why". All dropped: the route is not accepted.
+    pub dropped: Vec<String>,
+    /// How many rules the route has.
+    pub rule_count: usize,
 }
 
 fn precedence_base(obj: &Object) -> (String, String, String) {
@@ -61,11 +64,23 @@ pub fn compile_http(
     backends: &mut BTreeMap<String, Backend>,
 ) -> CompiledRoute {
     let (created, namespace, name) = precedence_base(obj);
-    let mut out = CompiledRoute { rules: vec![], entries: vec![], unresolved: None, invalid: None };
+    let mut out = CompiledRoute {
+        rules: vec![],
+        entries: vec![],
+        unresolved: None,
+        dropped: vec![],
+        rule_count: route.spec.rules.len(),
+    };
     for (r, rule) in route.spec.rules.iter().enumerate() {
         let label = format!("HTTPRoute/{namespace}/{name}/{}", rule.name.clone().unwrap_or_else(|| r.to_string()));
         let mut ctx = RuleCtx { snapshot, namespace: &namespace, kind: Kind::HttpRoute, backends, out: &mut out };
-        let filters = ctx.filters(&rule.filters);
+        let filters = match ctx.filters(&rule.filters) {
+            Err(FilterError::Unsupported(why)) => {
+                out.dropped.push(format!("Dropped Rule {r}: {why}"));
+                continue;
+            }
+            other => other,
+        };
         let action = match rule.filters.iter().find_map(|f| f.request_redirect.as_ref()) {
             Some(redirect) => RuleAction::Redirect(Redirect {
                 scheme: redirect.scheme.clone(),
@@ -78,7 +93,7 @@ pub fn compile_http(
         };
         let filters = match filters {
             Ok(f) => f,
-            Err(()) => {
+            Err(_) => {
                 out.rules.push(HttpRule {
                     route: label,
                     grpc: false,
@@ -172,7 +187,13 @@ pub fn compile_grpc(
     backends: &mut BTreeMap<String, Backend>,
 ) -> CompiledRoute {
     let (created, namespace, name) = precedence_base(obj);
-    let mut out = CompiledRoute { rules: vec![], entries: vec![], unresolved: None, invalid: None };
+    let mut out = CompiledRoute {
+        rules: vec![],
+        entries: vec![],
+        unresolved: None,
+        dropped: vec![],
+        rule_count: route.spec.rules.len().max(1),
+    };
     let default_rule = [api::route::GrpcRouteRule {
         name: None,
         matches: vec![],
@@ -186,7 +207,11 @@ pub fn compile_grpc(
         let mut ctx = RuleCtx { snapshot, namespace: &namespace, kind: Kind::GrpcRoute, backends, out: &mut out };
         let (filters, action) = match ctx.filters(&rule.filters) {
             Ok(f) => (f, ctx.forward(&rule.backend_refs, Transport::Grpc)),
-            Err(()) => (vec![], RuleAction::Respond { status: 500 }),
+            Err(FilterError::Unsupported(why)) => {
+                out.dropped.push(format!("Dropped Rule {r}: {why}"));
+                continue;
+            }
+            Err(FilterError::Unresolved) => (vec![], RuleAction::Respond { status: 500 }),
         };
         out.rules.push(HttpRule { route: label, grpc: true, filters, action, timeouts: None, retry: None });
         let rule_index = out.rules.len() - 1;
@@ -234,6 +259,14 @@ fn path_rewrite(p: &HttpPathModifier) -> PathRewrite {
     }
 }
 
+/// Why a rule's filters cannot be used.
+enum FilterError {
+    /// An ExtensionRef that resolves to nothing: the rule answers 500 (spec: never skip it).
+    Unresolved,
+    /// A filter type gatehouse does not implement: the rule is dropped.
+    Unsupported(String),
+}
+
 struct RuleCtx<'a, 's> {
     snapshot: &'s Snapshot,
     namespace: &'a str,
@@ -247,11 +280,10 @@ impl RuleCtx<'_, '_> {
         self.out.unresolved.get_or_insert(u);
     }
 
-    /// IR filters; `Err` when a filter cannot be honoured, so the rule must answer 500
-    /// rather than skip it.
-    fn filters(&mut self, filters: &[HttpRouteFilter]) -> Result<Vec<HttpFilter>, ()> {
+    /// IR filters, or why the rule cannot have them.
+    fn filters(&mut self, filters: &[HttpRouteFilter]) -> Result<Vec<HttpFilter>, FilterError> {
         let mut out = Vec::new();
-        let mut failed = false;
+        let mut failed = None;
         for f in filters {
             match f.type_.as_str() {
                 "RequestHeaderModifier" => {
@@ -304,14 +336,17 @@ impl RuleCtx<'_, '_> {
                     };
                     if other == "ExtensionRef" {
                         self.note_unresolved(Unresolved { reason: reason::INVALID_KIND, message });
+                        failed.get_or_insert(FilterError::Unresolved);
                     } else {
-                        self.out.invalid.get_or_insert((reason::UNSUPPORTED_VALUE, message));
+                        failed = Some(FilterError::Unsupported(message));
                     }
-                    failed = true;
                 }
             }
         }
-        if failed { Err(()) } else { Ok(out) }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
     }
 
     fn forward(&mut self, refs: &[FilteredBackendRef], transport: Transport) -> RuleAction {
@@ -326,9 +361,10 @@ impl RuleCtx<'_, '_> {
                         None
                     }
                 };
+            // A backend whose own filters cannot be honoured gets its share answered 500.
             let (filters, backend) = match self.filters(&b.filters) {
                 Ok(f) => (f, backend),
-                Err(()) => (vec![], None),
+                Err(_) => (vec![], None),
             };
             backends.push(WeightedBackend { weight: b.backend.weight.max(0) as u32, backend, filters });
         }

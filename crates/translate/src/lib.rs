@@ -117,9 +117,17 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Output {
                 continue;
             }
             let compiled = compile(snapshot, obj, &mut out.config.backends);
-            let (unresolved, invalid) = match &compiled {
-                Compiled::Http(c) => (c.unresolved.clone(), c.invalid.clone()),
+            let (unresolved, dropped) = match &compiled {
+                Compiled::Http(c) => {
+                    (c.unresolved.clone(), Some((c.dropped.join("; "), c.dropped.len() == c.rule_count)))
+                }
                 Compiled::Stream { unresolved, .. } => (unresolved.clone(), None),
+            };
+            // Every rule dropped: not accepted. Some: accepted, and PartiallyInvalid says which.
+            let (invalid, partially) = match dropped {
+                Some((why, true)) => (Some((reason::UNSUPPORTED_VALUE, why)), None),
+                Some((why, false)) if !why.is_empty() => (None, Some(why)),
+                _ => (None, None),
             };
             let generation = obj.meta().generation.unwrap_or(1);
             let mut status = RouteStatus::default();
@@ -139,10 +147,20 @@ pub fn translate(snapshot: &Snapshot, settings: &Settings) -> Output {
                 if let (Ok(a), None) = (&parent.accepted, &invalid) {
                     attachments.extend(a.iter().cloned());
                 }
+                let mut conditions = vec![accepted, resolved];
+                if let (Some(why), Ok(_)) = (&partially, &parent.accepted) {
+                    conditions.push(condition(
+                        reason::PARTIALLY_INVALID,
+                        true,
+                        reason::UNSUPPORTED_VALUE,
+                        why.clone(),
+                        generation,
+                    ));
+                }
                 status.parents.push(RouteParentStatus {
                     parent_ref: parent.parent_ref,
                     controller_name: settings.controller_name.clone(),
-                    conditions: vec![accepted, resolved],
+                    conditions,
                 });
             }
             out.statuses.push(status_of(obj, Status::Route(status)));

@@ -193,6 +193,7 @@ pub mod reason {
     pub const PROGRAMMED: &str = "Programmed";
     pub const RESOLVED_REFS: &str = "ResolvedRefs";
     pub const CONFLICTED: &str = "Conflicted";
+    pub const PARTIALLY_INVALID: &str = "PartiallyInvalid";
     pub const SUPPORTED_VERSION: &str = "SupportedVersion";
 
     pub const INVALID_PARAMETERS: &str = "InvalidParameters";

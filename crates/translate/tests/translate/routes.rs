@@ -385,3 +385,57 @@ spec:
         t.ir_listener("default/gw/http").virtual_hosts.iter().map(|v| v.hostnames[0].as_str()).collect();
     assert_eq!(hosts, ["api.example.com", "www.example.org"], "the loser is not served");
 }
+
+/// A rule using a filter gatehouse does not implement is dropped and said so
+/// (PartiallyInvalid, message "Dropped Rule"); only a route with nothing left is rejected.
+#[test]
+fn rules_with_unsupported_filters_are_dropped() {
+    let gateway = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  gatewayClassName: gatehouse
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+";
+    let cors = "{type: CORS, cors: {allowOrigins: ['https://a.example']}}";
+    let t = run(&format!(
+        "{gateway}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: partly}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /cors}}}}]
+    filters: [{cors}]
+  - matches: [{{path: {{type: PathPrefix, value: /plain}}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: wholly}}
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [other.example]
+  rules: [{{filters: [{cors}]}}]
+"
+    ));
+    let partly = t.route("default", "partly");
+    let p = parent(&partly, "gw");
+    assert_eq!(cond(p, "Accepted"), "True/Accepted");
+    assert_eq!(cond(p, "PartiallyInvalid"), "True/UnsupportedValue");
+    let message =
+        p["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "PartiallyInvalid").unwrap()["message"]
+            .clone();
+    assert!(message.as_str().unwrap().starts_with("Dropped Rule 0: filter type CORS"), "{message}");
+    let wholly = t.route("default", "wholly");
+    assert_eq!(cond(parent(&wholly, "gw"), "Accepted"), "False/UnsupportedValue");
+    let gw = t.gateway("default", "gw");
+    assert_eq!(attached_routes(listener(&gw, "http")), 1);
+    let paths: Vec<String> = t.ir_listener("default/gw/http").virtual_hosts[0]
+        .routes
+        .iter()
+        .map(|e| format!("{:?}", e.matcher.path))
+        .collect();
+    assert_eq!(paths, ["Prefix(\"/plain\")"], "only the kept rule is served");
+}
