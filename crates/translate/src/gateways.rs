@@ -720,6 +720,17 @@ impl GatewayCtx<'_> {
                         condition(reason::ACCEPTED, false, reason::NOT_ALLOWED, msg.clone(), generation),
                         condition(reason::PROGRAMMED, false, reason::NOT_ALLOWED, msg.clone(), generation),
                     ],
+                    Ok(()) if !self.serving() => {
+                        let msg = format!(
+                            "the parent Gateway {}/{} is not accepted or has no address",
+                            self.obj.meta().namespace(),
+                            self.obj.meta().name
+                        );
+                        vec![
+                            condition(reason::ACCEPTED, false, reason::PARENT_NOT_ACCEPTED, msg.clone(), generation),
+                            condition(reason::PROGRAMMED, false, reason::PARENT_NOT_ACCEPTED, msg, generation),
+                        ]
+                    }
                     Ok(()) => {
                         let invalid = self
                             .listeners

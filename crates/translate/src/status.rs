@@ -220,6 +220,7 @@ pub mod reason {
     pub const BACKEND_NOT_FOUND: &str = "BackendNotFound";
     pub const INVALID_KIND: &str = "InvalidKind";
     pub const NOT_ALLOWED: &str = "NotAllowed";
+    pub const PARENT_NOT_ACCEPTED: &str = "ParentNotAccepted";
     pub const LISTENERS_NOT_RESOLVED: &str = "ListenersNotResolved";
     pub const INVALID_CLIENT_CERTIFICATE_REF: &str = "InvalidClientCertificateRef";
     pub const NO_VALID_CA_CERTIFICATE: &str = "NoValidCACertificate";

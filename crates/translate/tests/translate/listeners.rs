@@ -449,3 +449,27 @@ spec:
     let expected = [("127.0.0.1:53", Tcp), ("127.0.0.1:53", Udp), ("127.0.0.1:80", Http), ("127.0.0.1:443", Tls)];
     assert_eq!(binds, expected.map(|(a, p)| (a.to_string(), p)));
 }
+
+#[test]
+fn a_listener_set_of_a_gateway_that_is_not_accepted() {
+    let t = run("\
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  gatewayClassName: gatehouse
+  allowedListeners: {namespaces: {from: Same}}
+  listeners: [{name: bad, port: 1111, protocol: INVALID}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: ListenerSet
+metadata: {name: ls}
+spec:
+  parentRef: {name: gw}
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+");
+    let ls = t.status(Kind::ListenerSet, "default", "ls");
+    assert_eq!(cond(&ls, "Accepted"), "False/ParentNotAccepted");
+    assert_eq!(cond(&ls, "Programmed"), "False/ParentNotAccepted");
+    assert!(t.output.config.binds.is_empty(), "nothing is served for a Gateway that is not accepted");
+}
