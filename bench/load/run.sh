@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Load benchmark: gatehouse vs nginx as a reverse proxy, on loopback, one worker each, in
-# front of one shared nginx backend. Not a test: CI never runs it. See bench/load/README.md.
+# Load benchmark: gatehouse vs nginx on loopback, one worker each, in front of the same
+# backend, case by case. Not a test: CI never runs it. See bench/load/README.md.
 #
 #   bench/load/run.sh            # as root (it apt-get installs what is missing)
 #
-# Knobs (environment): DURATION=10 (s per measured run), THREADS=2 and CONNS=50 (wrk),
-# RATE=2000 (req/s offered for the latency run), ROUNDS=3 (median is reported), WARMUP=3 (s),
+# Cases (CASES="http grpc tcp"):
+#   http  HTTPRoute vs nginx proxy_pass, HTTP/1.1 to an nginx backend (wrk, oha)
+#   grpc  GRPCRoute vs nginx grpc_pass, h2c to the grpc-echo backend (h2load, oha --http2)
+#   tcp   TCP listener + TCPRoute vs nginx stream proxy_pass, to the nginx backend (wrk, oha)
+#
+# Knobs (environment): CASES, DURATION=10 (s per measured run), THREADS=2 and CONNS=50 (wrk,
+# h2load), H2_STREAMS=1 (concurrent gRPC calls per HTTP/2 connection), RATE=2000 (req/s
+# offered for the latency run), ROUNDS=3 (median is reported), WARMUP=3 (s),
 # BACKEND_WORKERS=1, OHA_VERSION=1.16.0, BUILD_TIMEOUT=2400 (s), GATEHOUSE_BIN (skip the
 # build and use this binary).
 #
@@ -13,9 +19,11 @@
 # stopped on exit. Traffic goes to 127.0.0.1 only.
 set -euo pipefail
 
+CASES=${CASES:-http grpc tcp}
 DURATION=${DURATION:-10}
 THREADS=${THREADS:-2}
 CONNS=${CONNS:-50}
+H2_STREAMS=${H2_STREAMS:-1}
 RATE=${RATE:-2000}
 ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-3}
@@ -34,21 +42,28 @@ export PATH="$HOME/.cargo/bin:$PATH"
 # ---------------------------------------------------------------------------------------
 # Cleanup: stop everything we started (TERM, a bounded wait, then KILL) and drop the temp dir.
 PIDS=()
-cleanup() {
-    local rc=$? p i alive
-    trap - EXIT INT TERM
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+# stop_pids PID...: TERM, up to 5 s for them to exit, then KILL; reaped and dropped from PIDS.
+stop_pids() {
+    local p i alive keep=()
+    for p in "$@"; do kill -TERM "$p" 2>/dev/null || true; done
     for ((i = 0; i < 50; i++)); do
         alive=0
-        for p in "${PIDS[@]}"; do
+        for p in "$@"; do
             # A zombie (Z) has exited; it is reaped below.
             if [[ -r /proc/$p/stat ]] && [[ $(awk '{print $3}' "/proc/$p/stat" 2>/dev/null) != Z ]]; then alive=1; fi
         done
         ((alive)) || break
         sleep 0.1
     done
-    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    for p in "$@"; do kill -KILL "$p" 2>/dev/null || true; done
+    for p in "$@"; do wait "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do [[ " $* " == *" $p "* ]] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    ((${#PIDS[@]})) && stop_pids "${PIDS[@]}"
     rm -rf "$WORK"
     exit "$rc"
 }
@@ -61,11 +76,14 @@ die() { log "error: $*"; exit 1; }
 exec > >(tee "$OUT/run.log") 2>&1
 
 # ---------------------------------------------------------------------------------------
-# 1. Tools. nginx and wrk from Debian; oha (fixed-rate load with latency percentiles) from
-#    crates.io, because Debian has no wrk2 package.
+# 1. Tools. nginx, its stream module, wrk and h2load (nghttp2-client) from Debian; oha
+#    (fixed-rate load with latency percentiles) from crates.io, because Debian has no wrk2
+#    package; the gRPC backend is bench/load/grpc-echo, built here (not a workspace member).
 missing=()
 command -v nginx >/dev/null || missing+=(nginx)
+[[ -e /usr/lib/nginx/modules/ngx_stream_module.so ]] || missing+=(libnginx-mod-stream)
 command -v wrk >/dev/null || missing+=(wrk)
+command -v h2load >/dev/null || missing+=(nghttp2-client)
 command -v curl >/dev/null || missing+=(curl)
 command -v jq >/dev/null || missing+=(jq)
 command -v pgrep >/dev/null || missing+=(procps)
@@ -90,6 +108,11 @@ else
     GH="${CARGO_TARGET_DIR:-$ROOT/target}/release/gatehouse"
 fi
 [[ -x $GH ]] || die "no gatehouse binary at $GH"
+if [[ " $CASES " == *" grpc "* ]]; then
+    log "building bench/load/grpc-echo (release, its own target dir)"
+    timeout "$BUILD_TIMEOUT" cargo build --release --locked --quiet --manifest-path "$HERE/grpc-echo/Cargo.toml"
+    GRPC_ECHO="$HERE/grpc-echo/target/release/grpc-echo"
+fi
 
 # ---------------------------------------------------------------------------------------
 # Helpers.
@@ -109,16 +132,36 @@ free_port() {
     die "no free port found"
 }
 
-# wait_ok URL PID [SECONDS]: until URL answers 200, failing if PID dies or time runs out.
-wait_ok() {
+# try_ok URL PID [SECONDS]: until URL answers 200 (true), or PID dies or time runs out (false).
+try_ok() {
     local url=$1 pid=$2 secs=${3:-15} i code
     for ((i = 0; i < secs * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || die "process $pid exited while waiting for $url"
+        kill -0 "$pid" 2>/dev/null || { log "process $pid exited while waiting for $url"; return 1; }
         code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true)
         [[ $code == 200 ]] && return 0
         sleep 0.1
     done
-    die "$url not ready after ${secs}s"
+    return 1
+}
+# wait_ok URL PID [SECONDS]: try_ok or die.
+wait_ok() { try_ok "$@" || die "$1 not ready after ${3:-15}s"; }
+
+# grpc_ok PORT: one unary call through PORT (nghttp, h2c) returns our message and grpc-status 0.
+grpc_ok() {
+    local out
+    out=$(timeout 5 nghttp -v -d "$GRPC_REQ" -H 'content-type: application/grpc' -H 'te: trailers' \
+        "http://127.0.0.1:$1$GRPC_PATH" 2>&1 | tr -d '\0') || true
+    [[ $out == *"grpc-status: 0"* && $out == *"$GRPC_MESSAGE"* ]]
+}
+# wait_grpc PORT PID [SECONDS]: until grpc_ok, or die.
+wait_grpc() {
+    local i
+    for ((i = 0; i < ${3:-15} * 10; i++)); do
+        kill -0 "$2" 2>/dev/null || die "process $2 exited while waiting for gRPC on port $1"
+        grpc_ok "$1" && return 0
+        sleep 0.1
+    done
+    die "no gRPC reply through port $1 after ${3:-15}s"
 }
 
 # children PID: the PIDs of its child processes (nginx workers).
@@ -159,17 +202,14 @@ nginx_temp_paths() { # prefix dir
 }
 
 # ---------------------------------------------------------------------------------------
-# 3. The backend: a second nginx with its own worker(s), answering 200 "ok\n".
+# 3. The backends. HTTP (cases http, tcp): a second nginx with its own worker(s),
+#    answering 200 "ok\n". gRPC (case grpc): grpc-echo, h2c, echoing each unary call.
 free_port BACKEND_PORT
-free_port NGINX_PORT
-free_port GH_PORT
-free_port GH_ADMIN
-
 BD="$WORK/backend"
 mkdir -p "$BD/tmp"
 {
     nginx_common "$BD"
-    cat <<EOF
+    cat <<EOC
 worker_processes $BACKEND_WORKERS;
 events { worker_connections 4096; }
 http {
@@ -181,32 +221,68 @@ $(nginx_temp_paths "$BD")
         location / { default_type text/plain; return 200 "ok\n"; }
     }
 }
-EOF
+EOC
 } >"$BD/nginx.conf"
 nginx -p "$BD" -e "$BD/error.log" -c "$BD/nginx.conf" &
 BACKEND_PID=$!
 PIDS+=("$BACKEND_PID")
+wait_ok "http://127.0.0.1:$BACKEND_PORT/" "$BACKEND_PID"
+BACKEND_WORKERS_PIDS=$(children "$BACKEND_PID")
+PIDS+=($BACKEND_WORKERS_PIDS)
+
+# The gRPC request: one length-prefixed message (flag 0, 4-byte big-endian length) with a
+# 32-byte payload, sent by h2load, oha and nghttp as a POST body.
+GRPC_PATH=/bench.Echo/Say
+GRPC_MESSAGE=gatehouse-bench-grpc-payload-32b
+GRPC_REQ="$WORK/grpc-request.bin"
+printf '\x00\x00\x00\x00\x20%s' "$GRPC_MESSAGE" >"$GRPC_REQ"
+if [[ " $CASES " == *" grpc "* ]]; then
+    free_port GRPC_BACKEND_PORT
+    "$GRPC_ECHO" "127.0.0.1:$GRPC_BACKEND_PORT" "$BACKEND_WORKERS" &
+    GRPC_BACKEND_PID=$!
+    PIDS+=("$GRPC_BACKEND_PID")
+    wait_grpc "$GRPC_BACKEND_PORT" "$GRPC_BACKEND_PID"
+fi
+
+{
+    echo "date:        $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    echo "host:        $(uname -srm), $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+    echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "gatehouse:   $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (+ uncommitted changes)')"
+    echo "nginx:       $(nginx -v 2>&1 | sed 's/^nginx version: //')"
+    echo "wrk:         $(wrk -v 2>&1 | head -1 | awk '{print $2}')"
+    echo "h2load:      $(h2load --version 2>&1 | head -1 | awk '{print $NF}')"
+    echo "oha:         $(oha --version | awk '{print $2}')"
+    echo "cases:       $CASES"
+    echo "parameters:  ROUNDS=$ROUNDS DURATION=${DURATION}s THREADS=$THREADS CONNS=$CONNS H2_STREAMS=$H2_STREAMS RATE=$RATE/s BACKEND_WORKERS=$BACKEND_WORKERS CLK_TCK=$CLK_TCK"
+    echo "backends:    nginx $BACKEND_PORT, grpc-echo ${GRPC_BACKEND_PORT:--}"
+} | tee "$OUT/environment.txt"
 
 # ---------------------------------------------------------------------------------------
-# 4a. nginx as the reverse proxy: one worker, upstream keepalive, HTTP/1.1 upstream.
-ND="$WORK/nginx"
-mkdir -p "$ND/tmp"
-{
-    nginx_common "$ND"
-    cat <<EOF
-worker_processes 1;
-events { worker_connections 4096; }
+# 4. The proxies of a case: nginx (one worker) and gatehouse (one worker).
+
+# start_nginx_proxy CASE PORT: writes its config for CASE and starts it; sets NGINX_PID.
+start_nginx_proxy() {
+    local case=$1 port=$2 d="$WORK/nginx-$1"
+    mkdir -p "$d/tmp"
+    {
+        nginx_common "$d"
+        [[ $case == tcp ]] && echo "load_module /usr/lib/nginx/modules/ngx_stream_module.so;"
+        echo "worker_processes 1;"
+        echo "events { worker_connections 4096; }"
+        case $case in
+        http) cat <<EOC
 http {
     access_log off;
     keepalive_requests 10000000;
-$(nginx_temp_paths "$ND")
+$(nginx_temp_paths "$d")
     upstream backend {
         server 127.0.0.1:$BACKEND_PORT;
         keepalive 128;
         keepalive_requests 10000000;
     }
     server {
-        listen 127.0.0.1:$NGINX_PORT backlog=4096;
+        listen 127.0.0.1:$port backlog=4096;
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
@@ -214,16 +290,93 @@ $(nginx_temp_paths "$ND")
         }
     }
 }
-EOF
-} >"$ND/nginx.conf"
-nginx -p "$ND" -e "$ND/error.log" -c "$ND/nginx.conf" &
-NGINX_PID=$!
-PIDS+=("$NGINX_PID")
+EOC
+            ;;
+        grpc) cat <<EOC
+http {
+    access_log off;
+    keepalive_requests 10000000;
+$(nginx_temp_paths "$d")
+    upstream grpc_backend {
+        server 127.0.0.1:$GRPC_BACKEND_PORT;
+        keepalive 128;
+        keepalive_requests 10000000;
+    }
+    server {
+        listen 127.0.0.1:$port http2 backlog=4096;
+        location / { grpc_pass grpc://grpc_backend; }
+    }
+}
+EOC
+            ;;
+        tcp) cat <<EOC
+stream {
+    upstream backend { server 127.0.0.1:$BACKEND_PORT; }
+    server {
+        listen 127.0.0.1:$port backlog=4096;
+        proxy_pass backend;
+    }
+}
+EOC
+            ;;
+        esac
+    } >"$d/nginx.conf"
+    nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf" &
+    NGINX_PID=$!
+    PIDS+=("$NGINX_PID")
+}
 
-# 4b. gatehouse: one worker, a Gateway on GH_PORT, a PathPrefix / route to the backend.
-GD="$WORK/gatehouse"
-mkdir -p "$GD"
-cat >"$GD/bench.yaml" <<EOF
+# gatehouse_config CASE PORT: the Gateway, route, Service and EndpointSlice for CASE.
+gatehouse_config() {
+    local case=$1 port=$2 protocol=HTTP backend_port=$BACKEND_PORT route
+    case $case in
+    http) route="apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: bench
+  namespace: default
+spec:
+  parentRefs:
+    - name: bench
+  rules:
+    - matches:
+        - path:
+            type: PathPrefix
+            value: /
+      backendRefs:
+        - name: backend
+          port: 80" ;;
+    grpc) backend_port=$GRPC_BACKEND_PORT route="apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata:
+  name: bench
+  namespace: default
+spec:
+  parentRefs:
+    - name: bench
+  rules:
+    - matches:
+        - method:
+            service: bench.Echo
+            method: Say
+      backendRefs:
+        - name: backend
+          port: 80" ;;
+    tcp) protocol=TCP route="apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata:
+  name: bench
+  namespace: default
+spec:
+  parentRefs:
+    - name: bench
+  rules:
+    - backendRefs:
+        - name: backend
+          port: 80" ;;
+    esac
+    # No appProtocol: GRPCRoute backends speak HTTP/2 (h2c) by default.
+    cat <<EOC
 apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
 metadata:
@@ -239,26 +392,11 @@ metadata:
 spec:
   gatewayClassName: gatehouse
   listeners:
-    - name: http
-      protocol: HTTP
-      port: $GH_PORT
+    - name: $case
+      protocol: $protocol
+      port: $port
 ---
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata:
-  name: bench
-  namespace: default
-spec:
-  parentRefs:
-    - name: bench
-  rules:
-    - matches:
-        - path:
-            type: PathPrefix
-            value: /
-      backendRefs:
-        - name: backend
-          port: 80
+$route
 ---
 apiVersion: v1
 kind: Service
@@ -282,127 +420,189 @@ endpoints:
   - addresses: ["127.0.0.1"]
 ports:
   - name: http
-    port: $BACKEND_PORT
-EOF
-RUST_LOG=warn "$GH" run --config "$GD" --admin "127.0.0.1:$GH_ADMIN" --bind 127.0.0.1 --workers 1 \
-    --drain-timeout 1s 2>"$OUT/gatehouse.log" &
-GH_PID=$!
-PIDS+=("$GH_PID")
+    port: $backend_port
+EOC
+}
 
-wait_ok "http://127.0.0.1:$BACKEND_PORT/" "$BACKEND_PID"
-wait_ok "http://127.0.0.1:$NGINX_PORT/" "$NGINX_PID"
-wait_ok "http://127.0.0.1:$GH_ADMIN/ready" "$GH_PID"
-wait_ok "http://127.0.0.1:$GH_PORT/" "$GH_PID"
-for url in "http://127.0.0.1:$NGINX_PORT/" "http://127.0.0.1:$GH_PORT/"; do
-    body=$(curl -s --max-time 2 "$url")
-    [[ $body == ok ]] || die "$url answered '$body', not the backend's 'ok'"
-done
-
-NGINX_WORKERS=$(children "$NGINX_PID")
-BACKEND_WORKERS_PIDS=$(children "$BACKEND_PID")
-PIDS+=($NGINX_WORKERS $BACKEND_WORKERS_PIDS)
-[[ -n $NGINX_WORKERS ]] || die "the nginx proxy has no worker"
-NGINX_WORKER=${NGINX_WORKERS%% *}
+# start_gatehouse CASE PORT: sets GH_PID and GH_ADMIN.
+start_gatehouse() {
+    local d="$WORK/gatehouse-$1"
+    mkdir -p "$d"
+    gatehouse_config "$1" "$2" >"$d/bench.yaml"
+    free_port GH_ADMIN
+    RUST_LOG=warn "$GH" run --config "$d" --admin "127.0.0.1:$GH_ADMIN" --bind 127.0.0.1 --workers 1 \
+        --drain-timeout 1s 2>"$OUT/$1.gatehouse.log" &
+    GH_PID=$!
+    PIDS+=("$GH_PID")
+}
 
 # ---------------------------------------------------------------------------------------
 # 5. Measurements.
-{
-    echo "date:        $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-    echo "host:        $(uname -srm), $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
-    echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "gatehouse:   $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (+ uncommitted changes)')"
-    echo "nginx:       $(nginx -v 2>&1 | sed 's/^nginx version: //')"
-    echo "wrk:         $(wrk -v 2>&1 | head -1 | awk '{print $2}')"
-    echo "oha:         $(oha --version | awk '{print $2}')"
-    echo "parameters:  ROUNDS=$ROUNDS DURATION=${DURATION}s THREADS=$THREADS CONNS=$CONNS RATE=$RATE/s BACKEND_WORKERS=$BACKEND_WORKERS CLK_TCK=$CLK_TCK"
-    echo "ports:       backend $BACKEND_PORT, nginx $NGINX_PORT, gatehouse $GH_PORT (admin $GH_ADMIN)"
-} | tee "$OUT/environment.txt"
-
 declare -A URL CPU_PIDS RSS_PID
-URL[gatehouse]="http://127.0.0.1:$GH_PORT/"
-URL[nginx]="http://127.0.0.1:$NGINX_PORT/"
-CPU_PIDS[gatehouse]="$GH_PID"
-CPU_PIDS[nginx]="$NGINX_PID $NGINX_WORKERS"
-RSS_PID[gatehouse]=$GH_PID
-RSS_PID[nginx]=$NGINX_WORKER
 
 # µs of CPU per request: usec_per_req TICKS REQUESTS
 usec_per_req() { awk -v t="$1" -v n="$2" -v hz="$CLK_TCK" 'BEGIN {if (n > 0) printf "%.1f", t * 1e6 / hz / n; else print "nan"}'; }
 
-# One saturation run with wrk; appends "rps cpu_us_per_req errors" to $OUT/NAME.max.tsv.
+# The saturating load generator: wrk for HTTP/1.1 (cases http, tcp), h2load for gRPC.
+max_tool() { if [[ $CASE == grpc ]]; then echo "h2load -c$CONNS -m$H2_STREAMS"; else echo "wrk -t$THREADS -c$CONNS"; fi; }
+saturate() { # name seconds raw-file
+    if [[ $CASE == grpc ]]; then
+        timeout $(($2 + 30)) h2load -t"$THREADS" -c"$CONNS" -m"$H2_STREAMS" -D "$2" -d "$GRPC_REQ" \
+            -H 'content-type: application/grpc' -H 'te: trailers' "${URL[$1]}" >"$3"
+    else
+        timeout $(($2 + 30)) wrk -t"$THREADS" -c"$CONNS" -d"$2s" --latency "${URL[$1]}" >"$3"
+    fi
+}
+
+# One saturation run; appends "rps cpu_us_per_req errors" to $OUT/CASE.NAME.max.tsv.
 run_max() {
-    local name=$1 round=$2 raw="$OUT/$1.wrk.$2.txt" t0 t1 reqs rps errs
+    local name=$1 round=$2 raw="$OUT/$CASE.$1.max.$2.txt" t0 t1 reqs rps errs
     t0=$(cpu_ticks ${CPU_PIDS[$name]})
-    timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "${URL[$name]}" >"$raw"
+    saturate "$name" "$DURATION" "$raw"
     t1=$(cpu_ticks ${CPU_PIDS[$name]})
-    reqs=$(awk '/requests in/ {print $1}' "$raw")
-    rps=$(awk '/^Requests\/sec:/ {print $2}' "$raw")
-    errs=$(awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} END {print n + 0}' "$raw")
-    printf '%s\t%s\t%s\n' "$rps" "$(usec_per_req $((t1 - t0)) "$reqs")" "$errs" >>"$OUT/$name.max.tsv"
-    log "$name round $round: wrk ${rps} req/s, $(usec_per_req $((t1 - t0)) "$reqs") CPU-µs/req, $errs errors"
+    if [[ $CASE == grpc ]]; then
+        # "finished in 10.00s, 12345.67 req/s, ..."; "requests: T total, S started, D done, OK succeeded, F failed, ..."
+        reqs=$(awk '/^requests:/ {print $8}' "$raw")
+        rps=$(awk '/^finished in/ {print $4}' "$raw")
+        errs=$(awk '/^requests:/ {n += $10} /^status codes:/ {n += $5 + $7 + $9} END {print n + 0}' "$raw")
+    else
+        reqs=$(awk '/requests in/ {print $1}' "$raw")
+        rps=$(awk '/^Requests\/sec:/ {print $2}' "$raw")
+        errs=$(awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(",", ""); n += $4 + $6 + $8 + $10} END {print n + 0}' "$raw")
+    fi
+    printf '%s\t%s\t%s\n' "$rps" "$(usec_per_req $((t1 - t0)) "$reqs")" "$errs" >>"$OUT/$CASE.$name.max.tsv"
+    log "$CASE $name round $round: ${rps} req/s, $(usec_per_req $((t1 - t0)) "$reqs") CPU-µs/req, $errs errors"
 }
 
 # One fixed-rate run with oha; appends "p50_ms p99_ms achieved_rps cpu_us_per_req errors".
 run_rate() {
-    local name=$1 round=$2 raw="$OUT/$1.oha.$2.json" t0 t1 ok total p50 p99 rps
+    local name=$1 round=$2 raw="$OUT/$CASE.$1.oha.$2.json" t0 t1 ok total p50 p99 rps
+    local -a extra=()
+    if [[ $CASE == grpc ]]; then
+        extra=(--http2 -p "$H2_STREAMS" -m POST -D "$GRPC_REQ" -H 'content-type: application/grpc' -H 'te: trailers')
+    fi
     t0=$(cpu_ticks ${CPU_PIDS[$name]})
     timeout $((DURATION + 30)) oha -z "${DURATION}s" -q "$RATE" -c "$CONNS" --latency-correction -w \
-        --no-tui --output-format json "${URL[$name]}" >"$raw"
+        --no-tui --output-format json "${extra[@]}" "${URL[$name]}" >"$raw"
     t1=$(cpu_ticks ${CPU_PIDS[$name]})
     ok=$(jq '[.statusCodeDistribution // {} | to_entries[] | select(.key | startswith("2")) | .value] | add // 0' "$raw")
-    total=$(jq '([.statusCodeDistribution // {} | .[]] | add // 0) + ([.errorDistribution // {} | .[]] | add // 0)' "$raw")
+    # Calls oha itself cut off at the end of the run ("aborted due to deadline", which -w
+    # does not prevent with --http2) are not the proxy's errors.
+    total=$(jq '([.statusCodeDistribution // {} | .[]] | add // 0)
+        + ([.errorDistribution // {} | to_entries[] | select(.key != "aborted due to deadline") | .value] | add // 0)' "$raw")
     p50=$(jq '.latencyPercentiles.p50 * 1000' "$raw")
     p99=$(jq '.latencyPercentiles.p99 * 1000' "$raw")
     rps=$(jq '.summary.requestsPerSec' "$raw")
-    printf '%s\t%s\t%s\t%s\t%s\n' "$p50" "$p99" "$rps" "$(usec_per_req $((t1 - t0)) "$ok")" "$((total - ok))" >>"$OUT/$name.rate.tsv"
-    log "$name round $round: oha @${RATE}/s p50 $(printf %.3f "$p50") ms, p99 $(printf %.3f "$p99") ms, $(usec_per_req $((t1 - t0)) "$ok") CPU-µs/req"
+    printf '%s\t%s\t%s\t%s\t%s\n' "$p50" "$p99" "$rps" "$(usec_per_req $((t1 - t0)) "$ok")" "$((total - ok))" >>"$OUT/$CASE.$name.rate.tsv"
+    log "$CASE $name round $round: oha @${RATE}/s p50 $(printf %.3f "$p50") ms, p99 $(printf %.3f "$p99") ms, $(usec_per_req $((t1 - t0)) "$ok") CPU-µs/req"
 }
 
-for name in gatehouse nginx; do
-    log "warming up $name (${WARMUP}s)"
-    timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP}s" "${URL[$name]}" >"$OUT/$name.warmup.txt"
-done
-: >"$OUT/gatehouse.max.tsv"; : >"$OUT/nginx.max.tsv"; : >"$OUT/gatehouse.rate.tsv"; : >"$OUT/nginx.rate.tsv"
-for ((round = 1; round <= ROUNDS; round++)); do
-    # Alternate who goes first, so slow drift in the machine's load hits both alike.
-    if ((round % 2)); then order="gatehouse nginx"; else order="nginx gatehouse"; fi
-    for name in $order; do run_max "$name" "$round"; done
-    for name in $order; do run_rate "$name" "$round"; done
-done
-
-for name in gatehouse nginx; do
-    col() { cut -f"$2" "$OUT/$name.$1.tsv" | median; }
-    declare -g "${name}_rps=$(col max 1)" "${name}_cpu_max=$(col max 2)" "${name}_err_max=$(cut -f3 "$OUT/$name.max.tsv" | total)"
-    declare -g "${name}_p50=$(col rate 1)" "${name}_p99=$(col rate 2)" "${name}_rate=$(col rate 3)" "${name}_cpu_rate=$(col rate 4)" \
-        "${name}_err_rate=$(cut -f5 "$OUT/$name.rate.tsv" | total)"
-    declare -g "${name}_rss=$(awk -v k="$(hwm_kib "${RSS_PID[$name]}")" 'BEGIN {printf "%.1f", k / 1024}')"
-done
-nginx_master_rss=$(awk -v k="$(hwm_kib "$NGINX_PID")" 'BEGIN {printf "%.1f", k / 1024}')
-
-# ---------------------------------------------------------------------------------------
-# 6. The table.
 row() { # label gatehouse nginx [noratio]
     awk -v l="$1" -v g="$2" -v n="$3" -v nr="${4:-}" 'BEGIN {
         r = (nr == "" && n + 0 != 0 && g != "nan" && n != "nan") ? sprintf("%.2f", g / n) : "-"
         printf "| %-40s | %12s | %12s | %15s |\n", l, g, n, r }'
 }
 fmt() { awk -v v="$1" -v f="$2" 'BEGIN {if (v == "nan") print v; else printf f, v}'; }
+
+declare -A TITLE
+TITLE[http]="HTTP: HTTPRoute vs nginx proxy_pass (HTTP/1.1, nginx backend)"
+TITLE[grpc]="gRPC unary: GRPCRoute vs nginx grpc_pass (h2c, grpc-echo backend)"
+TITLE[tcp]="TCP: TCPRoute vs nginx stream proxy_pass (HTTP/1.1 through it, nginx backend)"
+
+# run_case CASE: start its proxies, check them, measure, print its table, stop them.
+run_case() {
+    CASE=$1
+    local np gp name round order nginx_workers nginx_worker gw
+    free_port np
+    free_port gp
+    log "case $CASE: nginx on $np, gatehouse on $gp"
+    start_nginx_proxy "$CASE" "$np"
+    start_gatehouse "$CASE" "$gp"
+    wait_ok "http://127.0.0.1:$GH_ADMIN/ready" "$GH_PID"
+    case $CASE in
+    grpc)
+        URL[nginx]="http://127.0.0.1:$np$GRPC_PATH" URL[gatehouse]="http://127.0.0.1:$gp$GRPC_PATH"
+        wait_grpc "$np" "$NGINX_PID"
+        wait_grpc "$gp" "$GH_PID"
+        ;;
+    *)
+        URL[nginx]="http://127.0.0.1:$np/" URL[gatehouse]="http://127.0.0.1:$gp/"
+        wait_ok "${URL[nginx]}" "$NGINX_PID"
+        if ! try_ok "${URL[gatehouse]}" "$GH_PID" 10; then
+            if [[ $CASE == tcp ]]; then
+                curl -s --max-time 2 "http://127.0.0.1:$GH_ADMIN/status" >"$OUT/tcp.gatehouse.status.json" || true
+                { echo; echo "### ${TITLE[$CASE]}"; echo; echo "skipped: TCP listener not served"; } | tee -a "$OUT/summary.txt"
+                stop_pids "$GH_PID" "$NGINX_PID" $(children "$NGINX_PID")
+                return 0
+            fi
+            die "${URL[gatehouse]} not ready"
+        fi
+        for url in "${URL[nginx]}" "${URL[gatehouse]}"; do
+            body=$(curl -s --max-time 2 "$url")
+            [[ $body == ok ]] || die "$url answered '$body', not the backend's 'ok'"
+        done
+        ;;
+    esac
+    nginx_workers=$(children "$NGINX_PID")
+    PIDS+=($nginx_workers)
+    [[ -n $nginx_workers ]] || die "the nginx proxy has no worker"
+    nginx_worker=${nginx_workers%% *}
+    CPU_PIDS[gatehouse]="$GH_PID"
+    CPU_PIDS[nginx]="$NGINX_PID $nginx_workers"
+    RSS_PID[gatehouse]=$GH_PID
+    RSS_PID[nginx]=$nginx_worker
+
+    for name in gatehouse nginx; do
+        log "$CASE: warming up $name (${WARMUP}s)"
+        saturate "$name" "$WARMUP" "$OUT/$CASE.$name.warmup.txt"
+        : >"$OUT/$CASE.$name.max.tsv"
+        : >"$OUT/$CASE.$name.rate.tsv"
+    done
+    for ((round = 1; round <= ROUNDS; round++)); do
+        # Alternate who goes first, so slow drift in the machine's load hits both alike.
+        if ((round % 2)); then order="gatehouse nginx"; else order="nginx gatehouse"; fi
+        for name in $order; do run_max "$name" "$round"; done
+        for name in $order; do run_rate "$name" "$round"; done
+    done
+    if [[ $CASE == grpc ]]; then
+        # Still answering with grpc-status 0 after the load (h2load and oha see only HTTP).
+        for p in "$np" "$gp"; do grpc_ok "$p" || die "no clean gRPC reply through port $p after the load"; done
+    fi
+
+    for name in gatehouse nginx; do
+        col() { cut -f"$2" "$OUT/$CASE.$name.$1.tsv" | median; }
+        declare -g "${name}_rps=$(col max 1)" "${name}_cpu_max=$(col max 2)" "${name}_err_max=$(cut -f3 "$OUT/$CASE.$name.max.tsv" | total)"
+        declare -g "${name}_p50=$(col rate 1)" "${name}_p99=$(col rate 2)" "${name}_rate=$(col rate 3)" "${name}_cpu_rate=$(col rate 4)" \
+            "${name}_err_rate=$(cut -f5 "$OUT/$CASE.$name.rate.tsv" | total)"
+        declare -g "${name}_rss=$(awk -v k="$(hwm_kib "${RSS_PID[$name]}")" 'BEGIN {printf "%.1f", k / 1024}')"
+    done
+    {
+        echo
+        echo "### ${TITLE[$CASE]}"
+        echo
+        printf '| %-40s | %12s | %12s | %15s |\n' metric gatehouse nginx gatehouse/nginx
+        printf '| %-40s | %12s | %12s | %15s |\n' "$(printf -- '-%.0s' {1..40})" "------------" "------------" "---------------"
+        row "max throughput, req/s ($(max_tool))" "$(fmt "$gatehouse_rps" %.0f)" "$(fmt "$nginx_rps" %.0f)"
+        row "CPU-us/request at max throughput" "$gatehouse_cpu_max" "$nginx_cpu_max"
+        row "latency p50 @ $RATE req/s, ms (oha)" "$(fmt "$gatehouse_p50" %.3f)" "$(fmt "$nginx_p50" %.3f)"
+        row "latency p99 @ $RATE req/s, ms (oha)" "$(fmt "$gatehouse_p99" %.3f)" "$(fmt "$nginx_p99" %.3f)"
+        row "achieved rate @ $RATE req/s" "$(fmt "$gatehouse_rate" %.0f)" "$(fmt "$nginx_rate" %.0f)"
+        row "CPU-us/request @ $RATE req/s" "$gatehouse_cpu_rate" "$nginx_cpu_rate"
+        row "peak RSS, MiB (VmHWM; nginx: worker)" "$gatehouse_rss" "$nginx_rss"
+        row "errors (non-2xx + socket), max / oha" "$gatehouse_err_max / $gatehouse_err_rate" "$nginx_err_max / $nginx_err_rate" noratio
+        echo
+        echo "nginx master VmHWM: $(awk -v k="$(hwm_kib "$NGINX_PID")" 'BEGIN {printf "%.1f", k / 1024}') MiB."
+    } | tee -a "$OUT/summary.txt"
+    stop_pids "$GH_PID" "$NGINX_PID" $nginx_workers
+}
+
 {
-    echo
-    echo "Median of $ROUNDS rounds; errors are totals over all rounds."
-    echo
-    printf '| %-40s | %12s | %12s | %15s |\n' metric gatehouse nginx gatehouse/nginx
-    printf '| %-40s | %12s | %12s | %15s |\n' "$(printf -- '-%.0s' {1..40})" "------------" "------------" "---------------"
-    row "max throughput, req/s (wrk -t$THREADS -c$CONNS)" "$(fmt "$gatehouse_rps" %.0f)" "$(fmt "$nginx_rps" %.0f)"
-    row "CPU-us/request at max throughput" "$gatehouse_cpu_max" "$nginx_cpu_max"
-    row "latency p50 @ $RATE req/s, ms (oha)" "$(fmt "$gatehouse_p50" %.3f)" "$(fmt "$nginx_p50" %.3f)"
-    row "latency p99 @ $RATE req/s, ms (oha)" "$(fmt "$gatehouse_p99" %.3f)" "$(fmt "$nginx_p99" %.3f)"
-    row "achieved rate @ $RATE req/s" "$(fmt "$gatehouse_rate" %.0f)" "$(fmt "$nginx_rate" %.0f)"
-    row "CPU-us/request @ $RATE req/s" "$gatehouse_cpu_rate" "$nginx_cpu_rate"
-    row "peak RSS, MiB (VmHWM; nginx: worker)" "$gatehouse_rss" "$nginx_rss"
-    row "errors (non-2xx + socket), wrk / oha" "$gatehouse_err_max / $gatehouse_err_rate" "$nginx_err_max / $nginx_err_rate" noratio
-    echo
-    echo "nginx master VmHWM: $nginx_master_rss MiB. CPU counts gatehouse's whole process and nginx's master + worker;"
-    echo "the backend, wrk and oha share the same CPUs and are not counted."
-    echo "load after: $(cut -d' ' -f1-3 /proc/loadavg). Raw output: ${OUT#"$ROOT"/}"
+    echo "Median of $ROUNDS rounds; errors are totals over all rounds. CPU counts gatehouse's whole"
+    echo "process and nginx's master + worker; the backend and the load generators share the same"
+    echo "CPUs and are not counted."
 } | tee "$OUT/summary.txt"
+for c in $CASES; do
+    [[ -n ${TITLE[$c]:-} ]] || die "unknown case '$c' (known: http grpc tcp)"
+    run_case "$c"
+done
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg). Raw output: ${OUT#"$ROOT"/}" | tee -a "$OUT/summary.txt"
