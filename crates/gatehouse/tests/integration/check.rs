@@ -57,3 +57,14 @@ fn yaml_output_carries_the_statuses() {
     assert!(ok, "{out}");
     assert!(out.contains("kind: Gateway") && out.contains("reason: Programmed"), "{out}");
 }
+
+/// Every shipped example passes `check`: the README's first command must work.
+#[test]
+fn the_shipped_examples_are_valid() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_gatehouse")).args(["check", "--config"]).arg(&examples).output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("default/quickstart"), "{report}");
+}
