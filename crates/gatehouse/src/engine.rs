@@ -69,12 +69,16 @@ impl Engine {
         let snapshot = self.store.replace(reading.objects, &reading.rejected, &now);
 
         // Translate, apply, and translate again if the data plane could not bind something,
-        // so that status reports it. Facts start afresh each time: a port may have been freed.
+        // so that status reports it. Facts start afresh on each reload: a port may have been
+        // freed since.
         let mut settings = Settings {
             unavailable_ports: Default::default(),
             unusable_addresses: Default::default(),
             ..self.settings.clone()
         };
+        // What could not be bound accumulates over the rounds of one reload: a socket left
+        // out of the next round is not tried again, so its absence from that round's report
+        // says nothing. A round that finds nothing new is final.
         let mut output;
         let mut rounds = 0;
         loop {
@@ -83,14 +87,13 @@ impl Engine {
             self.metrics.translation_seconds.observe(started.elapsed().as_secs_f64());
             let report = self.proxy.apply(Arc::new(output.config.clone())).await;
             rounds += 1;
-            if (report.unavailable_ports == settings.unavailable_ports
-                && report.unusable_addresses == settings.unusable_addresses)
-                || rounds == 3
-            {
+            let new = report.unavailable_ports.difference(&settings.unavailable_ports).count()
+                + report.unusable_addresses.difference(&settings.unusable_addresses).count();
+            if new == 0 || rounds == 3 {
                 break;
             }
-            settings.unavailable_ports = report.unavailable_ports;
-            settings.unusable_addresses = report.unusable_addresses;
+            settings.unavailable_ports.extend(report.unavailable_ports);
+            settings.unusable_addresses.extend(report.unusable_addresses);
         }
         let previous = self.published.borrow().clone();
         status::stamp(&previous.statuses, &mut output.statuses, &now);

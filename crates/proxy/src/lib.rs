@@ -61,7 +61,8 @@ const RECONFIGURE_DRAIN: Duration = Duration::from_secs(30);
 /// Sockets that could not be bound, for status.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BindReport {
-    pub unavailable_ports: BTreeSet<SocketAddr>,
+    /// Address, and whether it is the UDP socket.
+    pub unavailable_ports: BTreeSet<(SocketAddr, bool)>,
     pub unusable_addresses: BTreeSet<IpAddr>,
 }
 
@@ -151,7 +152,7 @@ impl Proxy {
                     if e.kind() == std::io::ErrorKind::AddrNotAvailable {
                         report.unusable_addresses.insert(address.ip());
                     } else {
-                        report.unavailable_ports.insert(address);
+                        report.unavailable_ports.insert((address, udp));
                     }
                 }
             }

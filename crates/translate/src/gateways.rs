@@ -568,7 +568,7 @@ fn mark_unavailable_ports(gateways: &mut [GatewayCtx<'_>], settings: &Settings) 
             let udp = l.protocol == Some(ListenerProtocol::Udp);
             for ip in &addresses {
                 let socket = SocketAddr::new(*ip, l.port());
-                if settings.unavailable_ports.contains(&socket) {
+                if settings.unavailable_ports.contains(&(socket, udp)) {
                     l.port_unavailable = Some(format!("{socket} could not be bound: it is in use by another process"));
                 } else if let Some(owner) = taken.get(&(*ip, l.port(), udp)).filter(|o| **o != name) {
                     l.port_unavailable = Some(format!("{socket} is already used by Gateway {owner}"));

@@ -42,8 +42,9 @@ pub struct Settings {
     /// The address every Gateway listens on, unless a pool or its own addresses say otherwise.
     pub bind: IpAddr,
     pub address_pool: Option<IpNet>,
-    /// Sockets the data plane could not bind because they are in use.
-    pub unavailable_ports: BTreeSet<SocketAddr>,
+    /// Sockets the data plane could not bind because they are in use: address and whether
+    /// it is the UDP socket (a TCP and a UDP listener may share a port number).
+    pub unavailable_ports: BTreeSet<(SocketAddr, bool)>,
     /// Addresses the data plane could not bind at all (not on this machine).
     pub unusable_addresses: BTreeSet<IpAddr>,
 }

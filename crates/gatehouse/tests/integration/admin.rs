@@ -72,3 +72,37 @@ async fn metrics_and_config_are_served() {
     let config: serde_json::Value = serde_json::from_str(&config).unwrap();
     assert_eq!(config["config"]["binds"][0]["address"], format!("127.0.0.1:{port}"));
 }
+
+/// A port held by another process: that listener reports PortUnavailable, the rest serves,
+/// readiness is not held back, and the next reload binds it once it is free.
+#[tokio::test]
+async fn a_port_in_use_is_reported_and_retried_on_reload() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = busy.local_addr().unwrap().port();
+    let port = free_port();
+    let gateway = format!(
+        "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  gatewayClassName: gatehouse
+  listeners:
+    - {{name: http, protocol: HTTP, port: {port}}}
+    - {{name: busy, protocol: HTTP, port: {busy_port}}}
+"
+    );
+    let gw = Gateway::start(&format!("{CLASS}{gateway}")).await;
+    let status = gw.status().await;
+    let listeners = &resource(&status, "Gateway", "gw")["status"]["listeners"];
+    let busy_status = listeners.as_array().unwrap().iter().find(|l| l["name"] == "busy").unwrap();
+    assert_eq!(condition(&busy_status["conditions"], "Accepted")["reason"], "PortUnavailable");
+    assert_eq!(get(&format!("http://127.0.0.1:{port}/")).await.unwrap().0, 404, "the other listener serves");
+
+    drop(busy);
+    let status = gw.reconfigure(&format!("{CLASS}{gateway}# touched\n")).await;
+    let listeners = &resource(&status, "Gateway", "gw")["status"]["listeners"];
+    let busy_status = listeners.as_array().unwrap().iter().find(|l| l["name"] == "busy").unwrap();
+    assert_eq!(condition(&busy_status["conditions"], "Accepted")["status"], "True", "{busy_status}");
+    assert_eq!(get(&format!("http://127.0.0.1:{busy_port}/")).await.unwrap().0, 404);
+}

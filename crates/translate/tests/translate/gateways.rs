@@ -156,7 +156,7 @@ fn empty_address_value_is_assigned_from_the_pool() {
 #[test]
 fn port_unavailable_on_the_data_plane() {
     let mut s = settings();
-    s.unavailable_ports.insert(SocketAddr::new(IpAddr::from([127, 0, 0, 1]), 8080));
+    s.unavailable_ports.insert((SocketAddr::new(IpAddr::from([127, 0, 0, 1]), 8080), false));
     let t = run_with(
         "\
 apiVersion: gateway.networking.k8s.io/v1
