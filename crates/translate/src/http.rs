@@ -53,8 +53,10 @@ pub struct CompiledRoute {
     pub rule_count: usize,
 }
 
-fn precedence_base(obj: &Object) -> (String, String, String) {
-    crate::gateways::precedence(obj)
+impl CompiledRoute {
+    fn new(rule_count: usize) -> Self {
+        Self { rules: vec![], entries: vec![], unresolved: None, dropped: vec![], rule_count }
+    }
 }
 
 pub fn compile_http(
@@ -63,14 +65,8 @@ pub fn compile_http(
     route: &HttpRoute,
     backends: &mut BTreeMap<String, Backend>,
 ) -> CompiledRoute {
-    let (created, namespace, name) = precedence_base(obj);
-    let mut out = CompiledRoute {
-        rules: vec![],
-        entries: vec![],
-        unresolved: None,
-        dropped: vec![],
-        rule_count: route.spec.rules.len(),
-    };
+    let (created, namespace, name) = crate::gateways::precedence(obj);
+    let mut out = CompiledRoute::new(route.spec.rules.len());
     for (r, rule) in route.spec.rules.iter().enumerate() {
         let label = format!("HTTPRoute/{namespace}/{name}/{}", rule.name.clone().unwrap_or_else(|| r.to_string()));
         let mut ctx = RuleCtx { snapshot, namespace: &namespace, kind: Kind::HttpRoute, backends, out: &mut out };
@@ -186,14 +182,9 @@ pub fn compile_grpc(
     route: &GrpcRoute,
     backends: &mut BTreeMap<String, Backend>,
 ) -> CompiledRoute {
-    let (created, namespace, name) = precedence_base(obj);
-    let mut out = CompiledRoute {
-        rules: vec![],
-        entries: vec![],
-        unresolved: None,
-        dropped: vec![],
-        rule_count: route.spec.rules.len().max(1),
-    };
+    let (created, namespace, name) = crate::gateways::precedence(obj);
+    // A GRPCRoute without rules has one that matches everything.
+    let mut out = CompiledRoute::new(route.spec.rules.len().max(1));
     let default_rule = [api::route::GrpcRouteRule {
         name: None,
         matches: vec![],
