@@ -136,7 +136,9 @@ impl Proxy {
             let (stop, stop_rx) = watch::channel(None);
             let (closed_tx, closed) = oneshot::channel();
             let task = if udp {
-                udp::bind(address).map(|socket| tokio::spawn(udp::serve(socket, state.clone(), stop_rx, closed_tx)))
+                udp::bind(address).map(|socket| {
+                    tokio::spawn(udp::serve(socket, state.clone(), self.shared.metrics.clone(), stop_rx, closed_tx))
+                })
             } else {
                 server::bind(address).map(|listener| {
                     tokio::spawn(server::accept_loop(listener, state.clone(), self.shared.clone(), stop_rx, closed_tx))

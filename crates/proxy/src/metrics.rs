@@ -45,12 +45,28 @@ pub struct BackendLabels {
     pub backend: Label,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BytesLabels {
+    pub listener: Label,
+    pub route: Label,
+    /// `received` from clients, `sent` to them.
+    pub direction: &'static str,
+}
+
 #[derive(Clone)]
 pub struct ProxyMetrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<RouteLabels, Histogram>,
     backend_requests: Family<BackendCodeLabels, Counter>,
     backend_duration: Family<BackendLabels, Histogram>,
+    streams: Family<RouteLabels, Counter>,
+    stream_bytes: Family<BytesLabels, Counter>,
+}
+
+/// The byte counters of one TCP connection or UDP flow, resolved once when it starts.
+pub struct StreamCounters {
+    pub received: Counter,
+    pub sent: Counter,
 }
 
 fn latency() -> Histogram {
@@ -64,6 +80,8 @@ impl ProxyMetrics {
             duration: Family::new_with_constructor(latency),
             backend_requests: Family::default(),
             backend_duration: Family::new_with_constructor(latency),
+            streams: Family::default(),
+            stream_bytes: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("gatehouse");
         r.register("http_requests", "HTTP requests served, by listener, route and status code", m.requests.clone());
@@ -82,7 +100,30 @@ impl ProxyMetrics {
             "Time from upstream request to response headers, by backend",
             m.backend_duration.clone(),
         );
+        r.register(
+            "stream_connections",
+            "TCP connections and UDP flows proxied by TCP, TLS and UDP listeners, by listener and route",
+            m.streams.clone(),
+        );
+        r.register(
+            "stream_bytes",
+            "Bytes proxied by TCP, TLS and UDP listeners, by listener, route and direction",
+            m.stream_bytes.clone(),
+        );
         m
+    }
+
+    /// A new TCP connection or UDP flow on `route` of `listener`: counted, and its byte
+    /// counters.
+    pub fn stream(&self, listener: &Arc<str>, route: &Arc<str>) -> StreamCounters {
+        let (listener, route) = (Label(listener.clone()), Label(route.clone()));
+        self.streams.get_or_create(&RouteLabels { listener: listener.clone(), route: route.clone() }).inc();
+        let bytes = |direction| {
+            self.stream_bytes
+                .get_or_create(&BytesLabels { listener: listener.clone(), route: route.clone(), direction })
+                .clone()
+        };
+        StreamCounters { received: bytes("received"), sent: bytes("sent") }
     }
 
     /// One request as the client saw it. Requests that matched no route have empty labels.

@@ -30,7 +30,7 @@ use crate::{
 
 /// How long a client may take to complete its TLS handshake, and then to send the first
 /// bytes of HTTP (after which hyper's own header timeout takes over).
-const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a socket serves now; swapped whole on reconfiguration.
 pub struct BindState {
@@ -133,7 +133,9 @@ async fn serve(
         (current.tls.clone(), current.stream.clone())
     };
     match (tls, l4) {
-        (_, Some(l4)) if l4.protocol == BindProtocol::Tcp => stream::serve_tcp(stream, peer, l4, guard).await,
+        (_, Some(l4)) if l4.protocol == BindProtocol::Tcp => {
+            stream::serve_tcp(stream, peer, l4, &shared.metrics, guard).await
+        }
         (tls, Some(l4)) => {
             // TLS and HTTPS listeners share this socket: the SNI tells which one a connection is for.
             let mut stream = stream;
@@ -145,10 +147,10 @@ async fn serve(
             let listener = &l4.listeners[index];
             match listener.protocol {
                 ListenerProtocol::TlsPassthrough => {
-                    stream::serve_passthrough(stream, hello, &sni, listener, &l4, guard).await;
+                    stream::serve_passthrough(stream, hello, &sni, listener, &l4, &shared.metrics, guard).await;
                 }
                 ListenerProtocol::TlsTerminate => {
-                    stream::serve_terminate(stream, hello, &sni, listener, &l4, FIRST_BYTES_TIMEOUT, guard).await;
+                    stream::serve_terminate(stream, hello, &sni, listener, &l4, &shared.metrics, guard).await;
                 }
                 _ => {
                     let Some(config) = tls.and_then(|t| t.for_sni(&sni)) else { return };

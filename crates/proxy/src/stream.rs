@@ -17,6 +17,7 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
+use prometheus_client::metrics::counter::Counter;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::TcpStream,
@@ -28,7 +29,9 @@ use translate::ir::{self, BindProtocol, ListenerProtocol};
 use crate::{
     config::{Backend, Backends},
     hostmap::HostMap,
+    metrics::{ProxyMetrics, StreamCounters},
     rewind::Rewind,
+    server::FIRST_BYTES_TIMEOUT,
     tls::TlsConfigs,
 };
 
@@ -251,11 +254,17 @@ impl Default for Conns {
 // === serving ===
 
 /// A TCP listener's connection: the oldest route's backend, then bytes both ways.
-pub async fn serve_tcp(client: TcpStream, peer: SocketAddr, config: Arc<StreamConfig>, mut guard: ConnGuard) {
+pub async fn serve_tcp(
+    client: TcpStream,
+    peer: SocketAddr,
+    config: Arc<StreamConfig>,
+    metrics: &ProxyMetrics,
+    mut guard: ConnGuard,
+) {
     let Some((listener, route)) = config.first_route() else { return };
     let Some(upstream) = config.connect(route).await else { return };
     tracing::debug!(%peer, listener = %listener.name, route = %route.name, "TCP connection");
-    pipe(client, upstream, &mut guard.kill).await;
+    pipe(client, upstream, &mut guard.kill, metrics.stream(&listener.name, &route.name)).await;
 }
 
 /// Reads a ClientHello without answering it, within `timeout`: every byte read, and the SNI
@@ -301,6 +310,7 @@ pub async fn serve_passthrough(
     sni: &str,
     listener: &StreamListener,
     config: &StreamConfig,
+    metrics: &ProxyMetrics,
     mut guard: ConnGuard,
 ) {
     let Some(route) = listener.route_for(sni) else {
@@ -311,7 +321,9 @@ pub async fn serve_passthrough(
     if upstream.write_all(&hello).await.is_err() {
         return;
     }
-    pipe(client, upstream, &mut guard.kill).await;
+    let counters = metrics.stream(&listener.name, &route.name);
+    counters.received.inc_by(hello.len() as u64);
+    pipe(client, upstream, &mut guard.kill, counters).await;
 }
 
 /// A TLS listener in mode Terminate: TLS ends here with the listener's certificate, and the
@@ -322,7 +334,7 @@ pub async fn serve_terminate(
     sni: &str,
     listener: &StreamListener,
     config: &StreamConfig,
-    handshake_timeout: Duration,
+    metrics: &ProxyMetrics,
     mut guard: ConnGuard,
 ) {
     let Some(tls) = config.terminate.as_ref().and_then(|t| t.for_sni(sni)) else { return };
@@ -331,22 +343,22 @@ pub async fn serve_terminate(
         return;
     };
     let accept = tokio_rustls::TlsAcceptor::from(tls).accept(Rewind::new(hello, client));
-    let Ok(Ok(tls)) = tokio::time::timeout(handshake_timeout, accept).await else { return };
+    let Ok(Ok(tls)) = tokio::time::timeout(FIRST_BYTES_TIMEOUT, accept).await else { return };
     let Some(upstream) = config.connect(route).await else { return };
-    pipe(tls, upstream, &mut guard.kill).await;
+    pipe(tls, upstream, &mut guard.kill, metrics.stream(&listener.name, &route.name)).await;
 }
 
 /// Copies both ways until both directions are closed (an EOF on one side shuts down writing
 /// on the other, so half-closed connections work), an error, [`IDLE_TIMEOUT`] without a
 /// byte either way, or the socket's drain deadline.
-pub async fn pipe<A, B>(a: A, b: B, kill: &mut watch::Receiver<bool>)
+pub async fn pipe<A, B>(a: A, b: B, kill: &mut watch::Receiver<bool>, counters: StreamCounters)
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
     let clock = Clock { start: Instant::now(), last_ms: AtomicU64::new(0) };
-    let mut a = Idle { inner: a, clock: &clock };
-    let mut b = Idle { inner: b, clock: &clock };
+    let mut a = Idle { inner: a, clock: &clock, read: counters.received };
+    let mut b = Idle { inner: b, clock: &clock, read: counters.sent };
     let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
     tokio::pin!(copy);
     loop {
@@ -387,6 +399,8 @@ impl Clock {
 struct Idle<'a, T> {
     inner: T,
     clock: &'a Clock,
+    /// Counts the bytes read from `inner`.
+    read: Counter,
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Idle<'_, T> {
@@ -395,6 +409,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Idle<'_, T> {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             self.clock.touch();
+            self.read.inc_by((buf.filled().len() - before) as u64);
         }
         r
     }

@@ -25,7 +25,10 @@ use tokio::{
     time::Instant,
 };
 
-use crate::server::BindState;
+use crate::{
+    metrics::{ProxyMetrics, StreamCounters},
+    server::BindState,
+};
 
 /// A flow with no datagram either way for this long is forgotten; the client's next datagram
 /// starts a new flow, balanced afresh.
@@ -49,6 +52,7 @@ struct Flow {
     upstream: UdpSocket,
     /// Milliseconds since the socket's epoch of the last datagram either way.
     last_ms: AtomicU64,
+    counters: StreamCounters,
 }
 
 impl Flow {
@@ -68,6 +72,7 @@ type Flows = Arc<Mutex<HashMap<SocketAddr, (Arc<Flow>, JoinHandle<()>)>>>;
 pub async fn serve(
     socket: UdpSocket,
     state: Arc<ArcSwap<BindState>>,
+    metrics: ProxyMetrics,
     mut stop: watch::Receiver<Option<Duration>>,
     closed: oneshot::Sender<()>,
 ) {
@@ -107,7 +112,7 @@ pub async fn serve(
                         continue;
                     }
                 }
-                let Some(flow) = open_flow(&state, epoch).await else { continue };
+                let Some(flow) = open_flow(&state, &metrics, epoch).await else { continue };
                 let task = tokio::spawn(replies(flow.clone(), client, socket.clone(), flows.clone(), epoch));
                 flows.lock().unwrap().insert(client, (flow.clone(), task));
                 flow
@@ -115,7 +120,9 @@ pub async fn serve(
         };
         flow.touch(epoch);
         // A full send buffer drops the datagram, as the network may.
-        let _ = flow.upstream.try_send(datagram);
+        if flow.upstream.try_send(datagram).is_ok() {
+            flow.counters.received.inc_by(n as u64);
+        }
     }
     // The flows' tasks hold the socket too: it is closed once they are gone.
     let tasks: Vec<JoinHandle<()>> = flows.lock().unwrap().drain().map(|(_, (_, task))| task).collect();
@@ -130,9 +137,9 @@ pub async fn serve(
 }
 
 /// A new flow: the oldest route's backend by weight, an endpoint, a socket connected to it.
-async fn open_flow(state: &ArcSwap<BindState>, epoch: Instant) -> Option<Arc<Flow>> {
+async fn open_flow(state: &ArcSwap<BindState>, metrics: &ProxyMetrics, epoch: Instant) -> Option<Arc<Flow>> {
     let config = state.load().stream.clone()?;
-    let (_, route) = config.first_route()?;
+    let (listener, route) = config.first_route()?;
     let target = config.target(route).await?;
     let any = match target.ip() {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -147,7 +154,8 @@ async fn open_flow(state: &ArcSwap<BindState>, epoch: Instant) -> Option<Arc<Flo
         }
     };
     upstream.connect(target).await.ok()?;
-    let flow = Arc::new(Flow { upstream, last_ms: AtomicU64::new(0) });
+    let counters = metrics.stream(&listener.name, &route.name);
+    let flow = Arc::new(Flow { upstream, last_ms: AtomicU64::new(0), counters });
     flow.touch(epoch);
     Some(flow)
 }
@@ -169,7 +177,9 @@ async fn replies(flow: Arc<Flow>, client: SocketAddr, socket: Arc<UdpSocket>, fl
         match flow.upstream.try_recv_buf(&mut buf) {
             Ok(_) => {
                 flow.touch(epoch);
-                let _ = socket.try_send_to(&buf, client);
+                if socket.try_send_to(&buf, client).is_ok() {
+                    flow.counters.sent.inc_by(buf.len() as u64);
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             // The backend's port was closed (ICMP): a later datagram may find it open again.

@@ -328,6 +328,11 @@ async fn tcp_listener_balances_by_weight_and_passes_half_close() {
     assert!(seen.get("tcp-b").is_some_and(|n| *n > 0), "{seen:?}");
     assert!(!seen.contains_key("never"), "weight 0 is never chosen: {seen:?}");
     assert_eq!(seen.values().sum::<usize>(), 20);
+
+    let (_, metrics) = get(&format!("http://{}/metrics", gw.admin)).await.unwrap();
+    let labels = "listener=\"default/gw/tcp\",route=\"TCPRoute/default/tcp\"";
+    assert!(metrics.contains(&format!("gatehouse_stream_connections_total{{{labels}}} 20")), "{metrics}");
+    assert!(metrics.contains(&format!("gatehouse_stream_bytes_total{{{labels},direction=\"received\"}}")), "{metrics}");
 }
 
 #[tokio::test]
@@ -458,6 +463,10 @@ async fn udp_listener_keeps_flows_apart() {
         assert_eq!(udp_ask(&two, listener, &format!("two-{round}")).await, format!("udp-a:two-{round}"));
     }
     assert_eq!(tcp_session(port).await, "tcp-same-port");
+
+    let (_, metrics) = get(&format!("http://{}/metrics", gw.admin)).await.unwrap();
+    let flows = "gatehouse_stream_connections_total{listener=\"default/gw/udp\",route=\"UDPRoute/default/udp\"} 2";
+    assert!(metrics.contains(flows), "two UDP flows: {metrics}");
 }
 
 #[tokio::test]
