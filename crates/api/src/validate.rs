@@ -25,6 +25,9 @@ static SECTION_NAME: LazyLock<Regex> =
 static PATH_CHARS: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|[%][0-9a-fA-F]{2})+$").unwrap());
 static HEADER_NAME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$").unwrap());
+static CORS_ORIGIN: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(^\*$)|(^(http(s)?):\/\/(((\*\.)?([a-zA-Z0-9\-]+\.)*[a-zA-Z0-9-]+|\*)(:([0-9]{1,5}))?)$)").unwrap()
+});
 static DURATION: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^([0-9]{1,5}(h|m|s|ms)){1,4}$").unwrap());
 static GRPC_SERVICE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^(?i)\.?[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)*$").unwrap());
@@ -392,6 +395,30 @@ fn filters(v: &mut Errors, path: &str, filters: &[HttpRouteFilter], http: bool) 
             if let Some(p) = &r.path {
                 path_modifier(v, &format!("{here}.requestRedirect.path"), p);
             }
+        }
+        if let Some(c) = &f.cors {
+            let here = format!("{here}.cors");
+            for (field, list, what) in [
+                ("allowOrigins", &c.allow_origins, "origins"),
+                ("allowMethods", &c.allow_methods, "methods"),
+                ("allowHeaders", &c.allow_headers, "methods"),
+            ] {
+                if list.iter().any(|o| o == "*") && list.len() > 1 {
+                    let name = &field[..1].to_uppercase();
+                    v.add(
+                        &format!("{here}.{field}"),
+                        &format!("{name}{} cannot contain '*' alongside other {what}", &field[1..]),
+                    );
+                }
+            }
+            for (i, o) in c.allow_origins.iter().enumerate() {
+                v.check(
+                    CORS_ORIGIN.is_match(o),
+                    &format!("{here}.allowOrigins[{i}]"),
+                    &format!("{o:?} is not a valid origin"),
+                );
+            }
+            v.check(c.max_age >= 1, &format!("{here}.maxAge"), "must be at least 1");
         }
         if let Some(r) = &f.url_rewrite {
             if let Some(h) = &r.hostname {

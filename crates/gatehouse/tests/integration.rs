@@ -7,6 +7,7 @@ mod integration {
     mod admin;
     mod backend_tls;
     mod check;
+    mod cors;
     mod filters;
     mod forwarding;
     mod grpc;

@@ -13,7 +13,7 @@ use std::{
 use regex::{Regex, RegexSet};
 use translate::ir::{self, BackendProtocol, HttpFilter, PathMatch, RuleAction, StringMatch};
 
-use crate::{hostmap::HostMap, path::has_prefix, upstream_tls::UpstreamTls};
+use crate::{cors::Cors, hostmap::HostMap, path::has_prefix, upstream_tls::UpstreamTls};
 
 /// One socket's configuration.
 pub struct BindConfig {
@@ -201,6 +201,7 @@ pub struct Rule {
     pub action: Action,
     pub timeouts: Option<ir::Timeouts>,
     pub retry: Option<ir::Retry>,
+    pub cors: Option<Cors>,
 }
 
 pub enum Action {
@@ -345,6 +346,10 @@ impl Rule {
             action,
             timeouts: r.timeouts.clone(),
             retry: r.retry.clone(),
+            cors: r.filters.iter().find_map(|f| match f {
+                HttpFilter::Cors(c) => Some(Cors::compile(c)),
+                _ => None,
+            }),
         }
     }
 

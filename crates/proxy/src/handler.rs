@@ -12,6 +12,7 @@ use translate::ir::{HeaderModifier, HttpFilter, PathRewrite, Redirect};
 use crate::{
     Body, Shared,
     config::{Action, BindConfig, PathMatcher, Rule},
+    cors::Cors,
     forward,
     hostmap::normalize_host,
     path,
@@ -162,12 +163,21 @@ async fn run_rule(
     rule: &Rule,
     prefix: Option<Arc<str>>,
 ) -> Result<Response<Body>, Refusal> {
+    let cors_origin = match &rule.cors {
+        Some(cors) if Cors::is_preflight(req.method(), req.headers()) => return Ok(cors.preflight(req.headers())),
+        Some(cors) => cors.allowed_origin(req.headers()),
+        None => None,
+    };
     apply_request_filters(&mut req, &rule.filters, prefix.as_deref())?;
-    match &rule.action {
-        Action::Respond(status) => Err(if *status == 500 { Refusal::Invalid } else { Refusal::NoRoute }),
-        Action::Redirect(r) => Ok(redirect(&req, r, conn, prefix.as_deref())),
-        Action::Forward { .. } => forward::forward(req, bind, conn, shared, rule, prefix.as_deref()).await,
+    let mut response = match &rule.action {
+        Action::Respond(status) => return Err(if *status == 500 { Refusal::Invalid } else { Refusal::NoRoute }),
+        Action::Redirect(r) => redirect(&req, r, conn, prefix.as_deref()),
+        Action::Forward { .. } => forward::forward(req, bind, conn, shared, rule, prefix.as_deref()).await?,
+    };
+    if let (Some(cors), Some(origin)) = (&rule.cors, cors_origin) {
+        cors.decorate(response.headers_mut(), origin);
     }
+    Ok(response)
 }
 
 pub fn apply_request_filters<B>(
@@ -194,8 +204,9 @@ pub fn apply_request_filters<B>(
                     *req.uri_mut() = Uri::from_parts(parts).map_err(|_| Refusal::Invalid)?;
                 }
             }
-            // Mirrors are sent by `forward`, response headers after the response.
-            HttpFilter::Mirror(_) | HttpFilter::ResponseHeaders(_) => {}
+            // Mirrors are sent by `forward`, response headers after the response; CORS is
+            // compiled into the rule.
+            HttpFilter::Mirror(_) | HttpFilter::ResponseHeaders(_) | HttpFilter::Cors(_) => {}
         }
     }
     Ok(())

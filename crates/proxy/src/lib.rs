@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+mod cors;
 mod forward;
 mod handler;
 pub mod hostmap;

@@ -16,8 +16,8 @@ use crate::{
     backends::{self, Transport, Unresolved},
     hostname,
     ir::{
-        Backend, HeaderModifier, HttpFilter, HttpMatch, HttpRule, Mirror, PathMatch, PathRewrite, Redirect, Retry,
-        RouteEntry, RuleAction, StringMatch, Timeouts, UrlRewrite, ValueMatch, VirtualHost, WeightedBackend,
+        Backend, Cors, HeaderModifier, HttpFilter, HttpMatch, HttpRule, Mirror, PathMatch, PathRewrite, Redirect,
+        Retry, RouteEntry, RuleAction, StringMatch, Timeouts, UrlRewrite, ValueMatch, VirtualHost, WeightedBackend,
     },
     status::reason,
     store::{Object, Snapshot},
@@ -314,6 +314,17 @@ impl RuleCtx<'_, '_> {
                         _ => 1_000_000,
                     };
                     out.push(HttpFilter::Mirror(Mirror { backend, per_million }));
+                }
+                "CORS" => {
+                    let Some(c) = &f.cors else { continue };
+                    out.push(HttpFilter::Cors(Cors {
+                        allow_origins: c.allow_origins.clone(),
+                        allow_credentials: c.allow_credentials.unwrap_or(false),
+                        allow_methods: c.allow_methods.clone(),
+                        allow_headers: c.allow_headers.clone(),
+                        expose_headers: c.expose_headers.clone(),
+                        max_age_seconds: c.max_age.max(0) as u32,
+                    }));
                 }
                 // Carried out by the rule's action.
                 "RequestRedirect" => {}

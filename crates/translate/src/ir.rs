@@ -230,6 +230,24 @@ pub enum HttpFilter {
     ResponseHeaders(HeaderModifier),
     UrlRewrite(UrlRewrite),
     Mirror(Mirror),
+    Cors(Cors),
+}
+
+/// The Gateway API CORS filter: preflights answered here, CORS headers on responses to
+/// allowed origins.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cors {
+    /// Origins (`https://a.example`, `https://*.example`, or `*`).
+    pub allow_origins: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_credentials: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_methods: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_headers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    pub max_age_seconds: u32,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

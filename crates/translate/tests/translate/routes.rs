@@ -398,7 +398,7 @@ spec:
   gatewayClassName: gatehouse
   listeners: [{name: http, port: 80, protocol: HTTP}]
 ";
-    let cors = "{type: CORS, cors: {allowOrigins: ['https://a.example']}}";
+    let auth = "{type: ExternalAuth, externalAuth: {protocol: HTTP, backendRef: {name: auth, port: 80}, http: {}}}";
     let t = run(&format!(
         "{gateway}---
 apiVersion: gateway.networking.k8s.io/v1
@@ -407,8 +407,8 @@ metadata: {{name: partly}}
 spec:
   parentRefs: [{{name: gw}}]
   rules:
-  - matches: [{{path: {{type: PathPrefix, value: /cors}}}}]
-    filters: [{cors}]
+  - matches: [{{path: {{type: PathPrefix, value: /auth}}}}]
+    filters: [{auth}]
   - matches: [{{path: {{type: PathPrefix, value: /plain}}}}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
@@ -417,7 +417,7 @@ metadata: {{name: wholly}}
 spec:
   parentRefs: [{{name: gw}}]
   hostnames: [other.example]
-  rules: [{{filters: [{cors}]}}]
+  rules: [{{filters: [{auth}]}}]
 "
     ));
     let partly = t.route("default", "partly");
@@ -427,7 +427,7 @@ spec:
     let message =
         p["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "PartiallyInvalid").unwrap()["message"]
             .clone();
-    assert!(message.as_str().unwrap().starts_with("Dropped Rule 0: filter type CORS"), "{message}");
+    assert!(message.as_str().unwrap().starts_with("Dropped Rule 0: filter type ExternalAuth"), "{message}");
     let wholly = t.route("default", "wholly");
     assert_eq!(cond(parent(&wholly, "gw"), "Accepted"), "False/UnsupportedValue");
     let gw = t.gateway("default", "gw");
