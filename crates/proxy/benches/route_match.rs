@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use proxy::config::{Backends, BindConfig};
+use proxy::{
+    config::{Backends, BindConfig},
+    metrics::ProxyMetrics,
+};
 use translate::ir::{
     Bind, BindProtocol, HttpMatch, HttpRule, Listener, ListenerProtocol, PathMatch, RouteEntry, RuleAction,
     StringMatch, ValueMatch, VirtualHost,
@@ -59,7 +62,7 @@ fn bind() -> BindConfig {
     };
     let bind =
         Bind { address: "127.0.0.1:80".parse().unwrap(), protocol: BindProtocol::Http, listeners: vec![listener] };
-    BindConfig::compile(&bind, Arc::new(Backends::default()))
+    BindConfig::compile(&bind, Arc::new(Backends::default()), &ProxyMetrics::default())
 }
 
 fn lookup(bind: &BindConfig, path: &str, headers: &http::HeaderMap) -> Option<usize> {

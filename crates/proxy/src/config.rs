@@ -13,7 +13,13 @@ use std::{
 use regex::{Regex, RegexSet};
 use translate::ir::{self, BackendProtocol, HttpFilter, PathMatch, RuleAction, StringMatch};
 
-use crate::{cors::Cors, hostmap::HostMap, path::has_prefix, upstream_tls::UpstreamTls};
+use crate::{
+    cors::Cors,
+    hostmap::HostMap,
+    metrics::{BackendMetrics, ProxyMetrics, RouteMetrics},
+    path::has_prefix,
+    upstream_tls::UpstreamTls,
+};
 
 /// One socket's configuration.
 pub struct BindConfig {
@@ -196,6 +202,7 @@ impl ValueMatcher {
 
 pub struct Rule {
     pub name: Arc<str>,
+    pub metrics: RouteMetrics,
     pub grpc: bool,
     pub filters: Vec<HttpFilter>,
     pub action: Action,
@@ -218,6 +225,7 @@ pub struct Backends {
 
 pub struct Backend {
     pub key: Arc<str>,
+    pub metrics: BackendMetrics,
     /// Each endpoint with its URI authority, built once rather than per request.
     pub endpoints: Vec<(SocketAddr, http::uri::Authority)>,
     pub protocol: BackendProtocol,
@@ -239,7 +247,7 @@ impl Backend {
 }
 
 impl Backends {
-    pub fn compile(config: &ir::ProxyConfig) -> Self {
+    pub fn compile(config: &ir::ProxyConfig, metrics: &ProxyMetrics) -> Self {
         // Every client certificate a Gateway presents to TLS backends.
         let mut certificates: Vec<&ir::CertifiedKey> = config
             .binds
@@ -257,6 +265,7 @@ impl Backends {
                     k.clone(),
                     Backend {
                         key: k.as_str().into(),
+                        metrics: metrics.backend(&k.as_str().into()),
                         endpoints: b.endpoints.iter().filter_map(|e| Some((*e, authority(*e)?))).collect(),
                         protocol: b.protocol,
                         external_name: b.external_name.clone(),
@@ -291,7 +300,7 @@ impl BindConfig {
         Some((listener, entry))
     }
 
-    pub fn compile(bind: &ir::Bind, backends: Arc<Backends>) -> Self {
+    pub fn compile(bind: &ir::Bind, backends: Arc<Backends>, metrics: &ProxyMetrics) -> Self {
         let mut by_host = HostMap::default();
         let listeners = bind
             .listeners
@@ -299,7 +308,7 @@ impl BindConfig {
             .enumerate()
             .map(|(i, l)| {
                 by_host.insert(l.hostname.as_deref().unwrap_or("*"), i);
-                ListenerConfig::compile(l)
+                ListenerConfig::compile(l, metrics)
             })
             .collect();
         let backend_client_certificate =
@@ -309,8 +318,13 @@ impl BindConfig {
 }
 
 impl ListenerConfig {
-    fn compile(l: &ir::Listener) -> Self {
-        let rules = l.rules.iter().map(|r| Arc::new(Rule::compile(r))).collect();
+    fn compile(l: &ir::Listener, metrics: &ProxyMetrics) -> Self {
+        let name: Arc<str> = l.name.as_str().into();
+        let rules = l
+            .rules
+            .iter()
+            .map(|r| Arc::new(Rule::compile(r, metrics.route(&name, &r.route.as_str().into()))))
+            .collect();
         let mut vhosts = HostMap::default();
         for vh in &l.virtual_hosts {
             let entries = Arc::new(VirtualHost::new(
@@ -323,12 +337,12 @@ impl ListenerConfig {
                 vhosts.insert(h, entries.clone());
             }
         }
-        Self { name: l.name.as_str().into(), hostname: l.hostname.clone(), tls: l.tls.clone(), vhosts, rules }
+        Self { name, hostname: l.hostname.clone(), tls: l.tls.clone(), vhosts, rules }
     }
 }
 
 impl Rule {
-    fn compile(r: &ir::HttpRule) -> Self {
+    fn compile(r: &ir::HttpRule, metrics: RouteMetrics) -> Self {
         let action = match &r.action {
             RuleAction::Forward(list) => {
                 let backends: Vec<(u32, Option<ir::WeightedBackend>)> =
@@ -341,6 +355,7 @@ impl Rule {
         };
         Self {
             name: r.route.as_str().into(),
+            metrics,
             grpc: r.grpc,
             filters: r.filters.clone(),
             action,

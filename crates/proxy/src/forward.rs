@@ -88,7 +88,7 @@ pub async fn forward(
                 Some(t) => tokio::time::timeout(t, sent).await.unwrap_or(Err(Refusal::Timeout)),
                 None => sent.await,
             };
-            shared.metrics.backend(&backend.key, result.as_ref().ok().map(|r| r.status()), started.elapsed());
+            backend.metrics.record(result.as_ref().ok().map(|r| r.status()), started.elapsed());
             let retryable = match (&result, &rule.retry) {
                 (Ok(r), Some(policy)) => policy.codes.contains(&r.status().as_u16()),
                 (Err(Refusal::UpstreamFailed | Refusal::Timeout), Some(_)) => true,

@@ -36,19 +36,21 @@ pub async fn handle(
 ) -> Response<Body> {
     let started = Instant::now();
     let grpc = is_grpc(req.headers());
-    let (response, labels) = match route(&mut req, &bind, &conn) {
-        Err(refusal) => (refusal.into_response(grpc), None),
-        Ok(Routed { listener, rule, prefix }) => {
-            let labels = (bind.listeners[listener].name.clone(), rule.name.clone());
+    match route(&mut req, &bind, &conn) {
+        Err(refusal) => {
+            let response = refusal.into_response(grpc);
+            shared.metrics.unrouted(response.status(), started.elapsed());
+            response
+        }
+        Ok(Routed { rule, prefix }) => {
             let response = match run_rule(req, &bind, &conn, &shared, &rule, prefix).await {
                 Ok(r) => r,
                 Err(refusal) => refusal.into_response(rule.grpc || grpc),
             };
-            (response, Some(labels))
+            rule.metrics.record(response.status(), started.elapsed());
+            response
         }
-    };
-    shared.metrics.request(labels, response.status(), started.elapsed());
-    response
+    }
 }
 
 fn is_grpc(headers: &HeaderMap) -> bool {
@@ -57,7 +59,6 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 
 /// Where a request was routed.
 struct Routed {
-    listener: usize,
     rule: Arc<Rule>,
     /// The PathPrefix that matched, for ReplacePrefixMatch.
     prefix: Option<Arc<str>>,
@@ -100,7 +101,7 @@ fn route(req: &mut Request<Incoming>, bind: &BindConfig, conn: &Conn) -> Result<
         PathMatcher::Prefix(p) => Some(p.clone()),
         _ => None,
     };
-    Ok(Routed { listener, rule: bind.listeners[listener].rules[entry.rule].clone(), prefix })
+    Ok(Routed { rule: bind.listeners[listener].rules[entry.rule].clone(), prefix })
 }
 
 /// A request naming its host twice is refused rather than guessed at (RFC 9112 §3.2).

@@ -11,7 +11,7 @@ mod cors;
 mod forward;
 mod handler;
 pub mod hostmap;
-mod metrics;
+pub mod metrics;
 pub mod path;
 mod respond;
 mod rewind;
@@ -92,7 +92,7 @@ impl Proxy {
 
     /// Serves `config` from now on. Returns what could not be bound.
     pub async fn apply(&self, config: Arc<ProxyConfig>) -> BindReport {
-        let backends = Arc::new(Backends::compile(&config));
+        let backends = Arc::new(Backends::compile(&config, &self.shared.metrics));
         let wanted: BTreeMap<SocketKey, &translate::ir::Bind> =
             config.binds.iter().map(|b| ((b.address, b.protocol == BindProtocol::Udp), b)).collect();
         let mut binds = self.binds.lock().await;
@@ -115,7 +115,7 @@ impl Proxy {
 
         let mut report = BindReport::default();
         for ((address, udp), bind) in wanted {
-            let compiled = Arc::new(BindConfig::compile(bind, backends.clone()));
+            let compiled = Arc::new(BindConfig::compile(bind, backends.clone(), &self.shared.metrics));
             let tls = match bind.protocol {
                 BindProtocol::Tls => tls::server_configs(bind),
                 _ => None,

@@ -73,16 +73,68 @@ fn latency() -> Histogram {
     Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
 }
 
-impl ProxyMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
-        let m = Self {
+impl Default for ProxyMetrics {
+    /// Metrics registered nowhere (benches and tests).
+    fn default() -> Self {
+        Self {
             requests: Family::default(),
             duration: Family::new_with_constructor(latency),
             backend_requests: Family::default(),
             backend_duration: Family::new_with_constructor(latency),
             streams: Family::default(),
             stream_bytes: Family::default(),
+        }
+    }
+}
+
+/// A route's metrics, resolved when its configuration is compiled, so that recording the
+/// usual 200 touches no map.
+pub struct RouteMetrics {
+    listener: Label,
+    route: Label,
+    ok: Counter,
+    latency: Histogram,
+    requests: Family<RequestLabels, Counter>,
+}
+
+impl RouteMetrics {
+    pub fn record(&self, code: StatusCode, elapsed: Duration) {
+        if code == StatusCode::OK {
+            self.ok.inc();
+        } else {
+            let labels =
+                RequestLabels { listener: self.listener.clone(), route: self.route.clone(), code: code.as_u16() };
+            self.requests.get_or_create(&labels).inc();
+        }
+        self.latency.observe(elapsed.as_secs_f64());
+    }
+}
+
+/// A backend's metrics, resolved when its configuration is compiled.
+pub struct BackendMetrics {
+    backend: Label,
+    ok: Counter,
+    latency: Histogram,
+    requests: Family<BackendCodeLabels, Counter>,
+}
+
+impl BackendMetrics {
+    /// One attempt; `None` when no response came.
+    pub fn record(&self, code: Option<StatusCode>, elapsed: Duration) {
+        match code {
+            Some(StatusCode::OK) => self.ok.inc(),
+            other => {
+                let code = other.map_or(0, |c| c.as_u16());
+                self.requests.get_or_create(&BackendCodeLabels { backend: self.backend.clone(), code }).inc()
+            }
         };
+        self.latency.observe(elapsed.as_secs_f64());
+    }
+}
+
+impl ProxyMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
         let r = registry.sub_registry_with_prefix("gatehouse");
         r.register("http_requests", "HTTP requests served, by listener, route and status code", m.requests.clone());
         r.register(
@@ -126,20 +178,37 @@ impl ProxyMetrics {
         StreamCounters { received: bytes("received"), sent: bytes("sent") }
     }
 
-    /// One request as the client saw it. Requests that matched no route have empty labels.
-    pub fn request(&self, labels: Option<(Arc<str>, Arc<str>)>, code: StatusCode, elapsed: Duration) {
-        let (listener, route) = labels.map_or((Label::default(), Label::default()), |(l, r)| (Label(l), Label(r)));
-        self.requests
-            .get_or_create(&RequestLabels { listener: listener.clone(), route: route.clone(), code: code.as_u16() })
-            .inc();
-        self.duration.get_or_create(&RouteLabels { listener, route }).observe(elapsed.as_secs_f64());
+    pub fn route(&self, listener: &Arc<str>, route: &Arc<str>) -> RouteMetrics {
+        let (listener, route) = (Label(listener.clone()), Label(route.clone()));
+        let ok = RequestLabels { listener: listener.clone(), route: route.clone(), code: 200 };
+        RouteMetrics {
+            ok: self.requests.get_or_create(&ok).clone(),
+            latency: self
+                .duration
+                .get_or_create(&RouteLabels { listener: listener.clone(), route: route.clone() })
+                .clone(),
+            requests: self.requests.clone(),
+            listener,
+            route,
+        }
     }
 
-    /// One attempt against a backend.
-    pub fn backend(&self, backend: &Arc<str>, code: Option<StatusCode>, elapsed: Duration) {
-        let backend = Label(backend.clone());
-        let code = code.map_or(0, |c| c.as_u16());
-        self.backend_requests.get_or_create(&BackendCodeLabels { backend: backend.clone(), code }).inc();
-        self.backend_duration.get_or_create(&BackendLabels { backend }).observe(elapsed.as_secs_f64());
+    pub fn backend(&self, key: &Arc<str>) -> BackendMetrics {
+        let backend = Label(key.clone());
+        BackendMetrics {
+            ok: self.backend_requests.get_or_create(&BackendCodeLabels { backend: backend.clone(), code: 200 }).clone(),
+            latency: self.backend_duration.get_or_create(&BackendLabels { backend: backend.clone() }).clone(),
+            requests: self.backend_requests.clone(),
+            backend,
+        }
+    }
+
+    /// A request that matched no route.
+    pub fn unrouted(&self, code: StatusCode, elapsed: Duration) {
+        let labels = RequestLabels { listener: Label::default(), route: Label::default(), code: code.as_u16() };
+        self.requests.get_or_create(&labels).inc();
+        self.duration
+            .get_or_create(&RouteLabels { listener: Label::default(), route: Label::default() })
+            .observe(elapsed.as_secs_f64());
     }
 }
