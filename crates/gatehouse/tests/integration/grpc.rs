@@ -391,3 +391,49 @@ async fn the_route_status_is_accepted_with_resolved_refs_or_says_what_is_missing
     // And the good route serves.
     assert_eq!(backend_of(port, "/echo.Echo/Say", &[]).await, "echo");
 }
+
+/// gRPC over TLS: an HTTPS listener, HTTP/2 chosen by ALPN, the call routed by its method.
+#[tokio::test]
+async fn a_grpc_call_over_tls_is_routed_by_its_method() {
+    let pki = Pki::new(&["grpc.example"]);
+    let echo = grpc_backend("echo").await;
+    let port = free_port();
+    let gateway = format!(
+        "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  gatewayClassName: gatehouse
+  listeners:
+    - {{name: https, protocol: HTTPS, port: {port}, tls: {{certificateRefs: [{{name: cert}}]}}}}
+{}",
+        pki.secret("cert", "grpc.example")
+    );
+    let rules = format!("  rules:\n{}", grpc_rule(&method_match("echo.Echo", "Say"), "echo"));
+    let config = format!("{CLASS}{gateway}{}{}", service("echo", echo), grpc_route("g", &rules));
+    let _gw = Gateway::start(&config).await;
+
+    let tls = pki.connect(port, "grpc.example", &[b"h2"]).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&5u32.to_be_bytes());
+    frame.extend_from_slice(b"hello");
+    let req = Request::post("https://grpc.example/echo.Echo/Say")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from(frame)))
+        .unwrap();
+    let resp = tokio::time::timeout(PATIENCE, sender.send_request(req)).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    let collected = tokio::time::timeout(PATIENCE, resp.into_body().collect()).await.unwrap().unwrap();
+    let trailers = collected.trailers().cloned().expect("gRPC trailers");
+    assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"0"[..]), "{trailers:?}");
+    let body = collected.to_bytes();
+    let reply: serde_json::Value = serde_json::from_slice(&body[5..]).unwrap();
+    assert_eq!(reply["backend"], "echo");
+    assert_eq!(reply["path"], "/echo.Echo/Say");
+}
