@@ -572,6 +572,20 @@ stringData:
         )
     }
 
+    /// A server config that presents the certificate of `name`.
+    pub fn server_config(&self, name: &str) -> Arc<rustls::ServerConfig> {
+        use rustls::pki_types::{PrivateKeyDer, pem::PemObject};
+        let (_, der, _, key) = self.leaves.iter().find(|l| l.0 == name).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![der.clone()], PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap())
+            .unwrap();
+        Arc::new(config)
+    }
+
     /// Certificate and key PEM of a leaf.
     pub fn leaf(&self, name: &str) -> (&str, &str) {
         let (_, _, cert, key) = self.leaves.iter().find(|l| l.0 == name).unwrap();

@@ -3,8 +3,6 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader},
     net::{TcpStream, UdpSocket},
@@ -76,87 +74,6 @@ async fn udp_echo(name: &'static str) -> SocketAddr {
         }
     });
     addr
-}
-
-// === certificates ===
-
-struct Pki {
-    roots: Arc<rustls::RootCertStore>,
-    /// Per name: (certificate DER, cert PEM, key PEM).
-    leaves: BTreeMap<String, (CertificateDer<'static>, String, String)>,
-}
-
-impl Pki {
-    fn new(names: &[&str]) -> Pki {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "gatehouse l4 test CA");
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.der().clone()).unwrap();
-        let leaves = names
-            .iter()
-            .map(|name| {
-                let key = KeyPair::generate().unwrap();
-                let cert = CertificateParams::new(vec![name.to_string()]).unwrap().signed_by(&key, &ca).unwrap();
-                (name.to_string(), (cert.der().clone(), cert.pem(), key.serialize_pem()))
-            })
-            .collect();
-        Pki { roots: Arc::new(roots), leaves }
-    }
-
-    /// A server config that presents the certificate of `name`.
-    fn server(&self, name: &str) -> Arc<rustls::ServerConfig> {
-        let (der, _, key) = &self.leaves[name];
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![der.clone()], PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap())
-            .unwrap();
-        Arc::new(config)
-    }
-
-    fn secret(&self, secret: &str, name: &str) -> String {
-        let (_, cert, key) = &self.leaves[name];
-        format!(
-            "---
-apiVersion: v1
-kind: Secret
-metadata:
-  name: {secret}
-type: kubernetes.io/tls
-stringData:
-  tls.crt: {}
-  tls.key: {}
-",
-            serde_json::to_string(cert).unwrap(),
-            serde_json::to_string(key).unwrap()
-        )
-    }
-
-    /// Connects with `sni`, verifying the server's certificate for that name against the CA.
-    async fn connect(
-        &self,
-        port: u16,
-        sni: &str,
-        alpn: &[&[u8]],
-    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(self.roots.clone())
-            .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
-        let name = ServerName::try_from(sni.to_string()).unwrap();
-        tokio::time::timeout(PATIENCE, tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp))
-            .await
-            .map_err(|_| "handshake timed out".to_string())?
-            .map_err(|e| e.to_string())
-    }
 }
 
 // === config ===
@@ -353,8 +270,8 @@ async fn tcp_connection_to_an_invalid_backend_is_closed() {
 #[tokio::test]
 async fn tls_passthrough_routes_by_sni_without_terminating() {
     let pki = Pki::new(&["a.example.com", "b.example.com", "term.example.org", "web.example.org"]);
-    let a = tls_echo("tls-a", pki.server("a.example.com")).await;
-    let b = tls_echo("tls-b", pki.server("b.example.com")).await;
+    let a = tls_echo("tls-a", pki.server_config("a.example.com")).await;
+    let b = tls_echo("tls-b", pki.server_config("b.example.com")).await;
     let plain = tcp_echo("plain").await;
     let web = echo_backend("web").await;
     let port = free_port();
@@ -404,7 +321,7 @@ spec:
     for (sni, name) in [("a.example.com", "tls-a"), ("b.example.com", "tls-b")] {
         let tls = pki.connect(port, sni, &[]).await.unwrap_or_else(|e| panic!("{sni}: {e}"));
         let presented = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
-        assert_eq!(&presented, &pki.leaves[sni].0, "{sni}: the backend's certificate");
+        assert_eq!(&presented, pki.der(sni), "{sni}: the backend's certificate");
         let mut s = BufReader::new(tls);
         assert_eq!(name_line(&mut s).await, name);
         echo(&mut s, "hello through").await;
@@ -419,7 +336,7 @@ spec:
     let tls = pki.connect(port, "term.example.org", &[b"h2", b"http/1.1"]).await.unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), None, "no ALPN for an opaque stream");
     let presented = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
-    assert_eq!(&presented, &pki.leaves["term.example.org"].0);
+    assert_eq!(&presented, pki.der("term.example.org"));
     let mut s = BufReader::new(tls);
     assert_eq!(name_line(&mut s).await, "plain");
     echo(&mut s, "decrypted").await;
