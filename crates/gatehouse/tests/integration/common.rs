@@ -215,33 +215,7 @@ spec:
 
 /// A Service `name` in `default` with one port 80 whose endpoint is `backend`.
 pub fn service(name: &str, backend: SocketAddr) -> String {
-    format!(
-        "---
-apiVersion: v1
-kind: Service
-metadata:
-  name: {name}
-spec:
-  ports:
-    - name: http
-      port: 80
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}
-  labels:
-    kubernetes.io/service-name: {name}
-addressType: IPv4
-endpoints:
-  - addresses: [\"{ip}\"]
-ports:
-  - name: http
-    port: {port}
-",
-        ip = backend.ip(),
-        port = backend.port()
-    )
+    service_with(name, None, &[(backend, true)])
 }
 
 /// A Gateway `gw` with one HTTP listener `http` on `port`.
