@@ -18,9 +18,8 @@ use crate::{
 
 static HOSTNAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$").unwrap());
+/// RFC 1123 subdomain: the schema's PreciseHostname, and its SectionName too.
 static PRECISE_HOSTNAME: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$").unwrap());
-static SECTION_NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$").unwrap());
 static PATH_CHARS: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|[%][0-9a-fA-F]{2})+$").unwrap());
@@ -100,7 +99,7 @@ fn gateway(v: &mut Errors, g: &Gateway) {
 fn listeners(v: &mut Errors, path: &str, listeners: &[Listener]) {
     for (i, l) in listeners.iter().enumerate() {
         let here = format!("{path}[{i}]");
-        v.check(SECTION_NAME.is_match(&l.name), &format!("{here}.name"), "must be a valid section name");
+        v.check(PRECISE_HOSTNAME.is_match(&l.name), &format!("{here}.name"), "must be a valid section name");
         v.check((1..=65535).contains(&l.port), &format!("{here}.port"), "must be between 1 and 65535");
         if let Some(h) = &l.hostname {
             v.hostname(&format!("{here}.hostname"), h);
@@ -183,7 +182,7 @@ fn hostnames(v: &mut Errors, names: &[String]) {
 fn rule_names<'a>(v: &mut Errors, names: impl Iterator<Item = Option<&'a String>> + Clone) {
     for (i, name) in names.clone().enumerate() {
         if let Some(name) = name {
-            v.check(SECTION_NAME.is_match(name), &format!("spec.rules[{i}].name"), "must be a valid section name");
+            v.check(PRECISE_HOSTNAME.is_match(name), &format!("spec.rules[{i}].name"), "must be a valid section name");
             if names.clone().filter(|n| *n == Some(name)).count() > 1 {
                 v.add("spec.rules", "Rule name must be unique within the route");
             }
