@@ -20,4 +20,5 @@ mod integration {
     mod reload;
     mod routing;
     mod tls;
+    mod upstream_pool;
 }

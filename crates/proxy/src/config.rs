@@ -11,14 +11,16 @@ use std::{
 };
 
 use regex::{Regex, RegexSet};
-use translate::ir::{self, BackendProtocol, HttpFilter, PathMatch, RuleAction, StringMatch};
+use translate::ir::{self, HttpFilter, PathMatch, RuleAction, StringMatch};
 
 use crate::{
     cors::Cors,
     hostmap::HostMap,
     metrics::{BackendMetrics, ProxyMetrics, RouteMetrics},
     path::has_prefix,
-    upstream_tls::UpstreamTls,
+    respond::Refusal,
+    upstream::{Pool, Upstream, Upstreams},
+    upstream_tls::TlsUpstreams,
 };
 
 /// One socket's configuration.
@@ -226,28 +228,58 @@ pub struct Backends {
 pub struct Backend {
     pub key: Arc<str>,
     pub metrics: BackendMetrics,
-    /// Each endpoint with its URI authority, built once rather than per request.
-    pub endpoints: Vec<(SocketAddr, http::uri::Authority)>,
-    pub protocol: BackendProtocol,
+    /// The pool of each endpoint, on the backend's own upstream.
+    pub endpoints: Vec<Arc<Pool>>,
     pub external_name: Option<(String, u16)>,
-    /// Set when a BackendTLSPolicy applies.
-    pub tls: Option<UpstreamTls>,
+    /// How HTTP requests reach it; None when its BackendTLSPolicy cannot be used.
+    upstream: Option<Arc<Upstream>>,
+    /// Under a BackendTLSPolicy: the upstream presenting each Gateway client certificate.
+    by_certificate: HashMap<String, Arc<Upstream>>,
     next: AtomicUsize,
 }
 
+/// How long resolving an external name may take.
+const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Backend {
     /// The next endpoint, round-robin.
-    pub fn endpoint(&self) -> Option<&(SocketAddr, http::uri::Authority)> {
+    pub fn endpoint(&self) -> Option<&Arc<Pool>> {
         if self.endpoints.is_empty() {
             return None;
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         Some(&self.endpoints[i % self.endpoints.len()])
     }
+
+    /// An address to connect to: the next endpoint, or the external name resolved.
+    pub async fn target(&self) -> Option<SocketAddr> {
+        if let Some(pool) = self.endpoint() {
+            return Some(pool.endpoint());
+        }
+        let (host, port) = self.external_name.as_ref()?;
+        let lookup = tokio::net::lookup_host((host.as_str(), *port));
+        tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await.ok()?.ok()?.next()
+    }
+
+    /// The pool an HTTP request goes out on, from a Gateway that presents `certificate` to
+    /// TLS backends.
+    pub async fn pool(&self, certificate: Option<&str>) -> Result<Arc<Pool>, Refusal> {
+        let upstream = self.upstream.as_ref().ok_or(Refusal::Invalid)?;
+        let presenting = certificate.and_then(|c| self.by_certificate.get(c));
+        match (self.endpoint(), presenting) {
+            (Some(pool), None) => Ok(pool.clone()),
+            (Some(pool), Some(upstream)) => Ok(upstream.pool(pool.endpoint())),
+            (None, _) => {
+                // Boxed: resolving is rare, and would make every request's future larger.
+                let address = Box::pin(self.target()).await.ok_or(Refusal::NoEndpoints)?;
+                Ok(presenting.unwrap_or(upstream).pool(address))
+            }
+        }
+    }
 }
 
 impl Backends {
-    pub fn compile(config: &ir::ProxyConfig, metrics: &ProxyMetrics) -> Self {
+    pub fn compile(config: &ir::ProxyConfig, metrics: &ProxyMetrics, upstreams: &Upstreams) -> Self {
         // Every client certificate a Gateway presents to TLS backends.
         let mut certificates: Vec<&ir::CertifiedKey> = config
             .binds
@@ -261,27 +293,30 @@ impl Backends {
             .backends
             .iter()
             .map(|(k, b)| {
-                (
-                    k.clone(),
-                    Backend {
-                        key: k.as_str().into(),
-                        metrics: metrics.backend(&k.as_str().into()),
-                        endpoints: b.endpoints.iter().filter_map(|e| Some((*e, authority(*e)?))).collect(),
-                        protocol: b.protocol,
-                        external_name: b.external_name.clone(),
-                        tls: b.tls.as_ref().map(|t| UpstreamTls::new(t, b.protocol, &certificates)),
-                        next: AtomicUsize::new(0),
+                let (upstream, by_certificate) = match &b.tls {
+                    None => (Some(upstreams.plain(b.protocol.into())), HashMap::new()),
+                    Some(tls) => match TlsUpstreams::new(tls, b.protocol, &certificates, upstreams) {
+                        Some(t) => (Some(t.anonymous), t.by_certificate),
+                        None => (None, HashMap::new()),
                     },
-                )
+                };
+                // A backend whose TLS cannot be used still has endpoints, for TCP routes.
+                let pools = upstream.clone().unwrap_or_else(|| upstreams.plain(b.protocol.into()));
+                let endpoints = b.endpoints.iter().map(|e| pools.pool(*e)).collect();
+                let backend = Backend {
+                    key: k.as_str().into(),
+                    metrics: metrics.backend(&k.as_str().into()),
+                    endpoints,
+                    external_name: b.external_name.clone(),
+                    upstream,
+                    by_certificate,
+                    next: AtomicUsize::new(0),
+                };
+                (k.clone(), backend)
             })
             .collect();
         Self { by_key }
     }
-}
-
-/// `ip:port` (IPv6 in brackets) as a URI authority.
-pub fn authority(endpoint: SocketAddr) -> Option<http::uri::Authority> {
-    http::uri::Authority::try_from(endpoint.to_string()).ok()
 }
 
 impl BindConfig {

@@ -2,28 +2,28 @@
 //! retries with backoff, timeouts, request mirroring, and WebSocket upgrades.
 
 use std::{
-    net::SocketAddr,
     pin::Pin,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
 
 use bytes::Bytes;
-use http::{
-    HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header,
-    uri::{Authority, PathAndQuery},
-};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, channel::Sender};
 use hyper::body::Incoming;
-use translate::ir::{BackendProtocol, HttpFilter, Mirror};
+use translate::ir::{HttpFilter, Mirror};
 
 use crate::{
-    Body, BoxError, Shared, UpstreamBody,
-    config::{Backend, BindConfig, Rule},
+    Body, BoxError, UpstreamBody,
+    config::{BindConfig, Rule},
     handler::{Conn, apply_request_filters, modify_headers},
     respond::{Refusal, empty},
+    upstream::{Pool, PooledBody},
 };
 
 /// Bodies up to this size are kept so that a failed attempt can be retried.
@@ -33,7 +33,6 @@ pub async fn forward(
     mut req: Request<Incoming>,
     bind: &BindConfig,
     conn: &Conn,
-    shared: &Shared,
     rule: &Rule,
     prefix: Option<&str>,
 ) -> Result<Response<Body>, Refusal> {
@@ -64,14 +63,7 @@ pub async fn forward(
             let choice = rule.pick().ok_or(Refusal::Invalid)?;
             let key = choice.backend.as_deref().ok_or(Refusal::Invalid)?;
             let backend = bind.backends.by_key.get(key).ok_or(Refusal::Invalid)?;
-            let endpoint = match &backend.external_name {
-                Some((host, port)) => {
-                    let resolved =
-                        tokio::net::lookup_host((host.as_str(), *port)).await.ok().and_then(|mut a| a.next());
-                    resolved.and_then(|a| Some((a, crate::config::authority(a)?))).ok_or(Refusal::NoEndpoints)?
-                }
-                None => backend.endpoint().cloned().ok_or(Refusal::NoEndpoints)?,
-            };
+            let pool = backend.pool(bind.backend_client_certificate.as_deref()).await?;
             let mut upstream = Request::new(body.take());
             *upstream.method_mut() = parts.method.clone();
             *upstream.headers_mut() = if attempt < retries {
@@ -81,9 +73,9 @@ pub async fn forward(
             };
             *upstream.uri_mut() = parts.uri.clone();
             apply_request_filters(&mut upstream, &choice.filters, prefix)?;
-            mirror(&mut upstream, rule.filters.iter().chain(&choice.filters), bind, shared);
+            mirror(&mut upstream, rule.filters.iter().chain(&choice.filters), bind);
             let started = tokio::time::Instant::now();
-            let sent = send(upstream, endpoint, backend, bind.backend_client_certificate.as_deref(), shared);
+            let sent = send(upstream, &pool);
             let result = match per_try {
                 Some(t) => tokio::time::timeout(t, sent).await.unwrap_or(Err(Refusal::Timeout)),
                 None => sent.await,
@@ -156,32 +148,9 @@ fn replayable(req: &Request<Incoming>) -> bool {
     req.body().is_end_stream() || req.body().size_hint().upper().is_some_and(|n| n <= RETRY_BODY_LIMIT)
 }
 
-async fn send(
-    mut req: Request<UpstreamBody>,
-    (endpoint, authority): (SocketAddr, Authority),
-    backend: &Backend,
-    client_certificate: Option<&str>,
-    shared: &Shared,
-) -> Result<Response<Incoming>, Refusal> {
-    *req.uri_mut() = upstream_uri(req.uri(), authority)?;
-    *req.version_mut() = match backend.protocol {
-        BackendProtocol::H2c => http::Version::HTTP_2,
-        BackendProtocol::Http1 | BackendProtocol::WebSocket => {
-            // `te: trailers` matters to HTTP/2 (gRPC); HTTP/1.1 needs no TE from us.
-            req.headers_mut().remove(header::TE);
-            http::Version::HTTP_11
-        }
-    };
-    let sent = match (&backend.tls, backend.protocol) {
-        (Some(tls), _) => match tls.client(client_certificate) {
-            Some(client) => client.request(req).await,
-            None => return Err(Refusal::Invalid),
-        },
-        (None, BackendProtocol::H2c) => shared.clients.h2c.request(req).await,
-        (None, _) => shared.clients.http1.request(req).await,
-    };
-    sent.map_err(|e| {
-        tracing::debug!(%endpoint, "upstream request failed: {e}");
+async fn send(req: Request<UpstreamBody>, pool: &Arc<Pool>) -> Result<Response<PooledBody>, Refusal> {
+    pool.send(req).await.map_err(|e| {
+        tracing::debug!(endpoint = %pool.endpoint(), "upstream request failed: {e}");
         Refusal::UpstreamFailed
     })
 }
@@ -190,62 +159,31 @@ static MIRROR_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Sends a copy of the request to each mirror backend, fire and forget: the copy's body is
 /// fed from the original's as it streams, and dropped if the mirror falls behind.
-fn mirror<'a>(
-    req: &mut Request<UpstreamBody>,
-    filters: impl Iterator<Item = &'a HttpFilter>,
-    bind: &BindConfig,
-    shared: &Shared,
-) {
+fn mirror<'a>(req: &mut Request<UpstreamBody>, filters: impl Iterator<Item = &'a HttpFilter>, bind: &BindConfig) {
     for f in filters {
         let HttpFilter::Mirror(Mirror { backend: Some(key), per_million }) = f else { continue };
         let seq = MIRROR_SEQ.fetch_add(1, Ordering::Relaxed);
         if seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) % 1_000_000 >= u64::from(*per_million) {
             continue;
         }
-        let Some(backend) = bind.backends.by_key.get(key) else { continue };
-        let Some((_, authority)) = backend.endpoint() else { continue };
-        let client = match (&backend.tls, backend.protocol) {
-            (Some(tls), _) => match tls.client(bind.backend_client_certificate.as_deref()) {
-                Some(c) => MirrorClient::Tls(c.clone()),
-                None => continue,
-            },
-            (None, BackendProtocol::H2c) => MirrorClient::Plain(shared.clients.h2c.clone()),
-            (None, _) => MirrorClient::Plain(shared.clients.http1.clone()),
-        };
-        let Ok(uri) = upstream_uri(req.uri(), authority.clone()) else { continue };
         let (tx, copy) = http_body_util::channel::Channel::<Bytes, BoxError>::new(16);
         let original = std::mem::replace(req.body_mut(), empty_upstream());
         *req.body_mut() = Tee { inner: original, mirror: Some(tx) }.boxed();
         let mut copy_req = Request::new(copy.boxed());
         *copy_req.method_mut() = req.method().clone();
-        *copy_req.uri_mut() = uri;
+        *copy_req.uri_mut() = req.uri().clone();
         *copy_req.headers_mut() = req.headers().clone();
+        let (backends, key) = (bind.backends.clone(), key.clone());
+        let certificate = bind.backend_client_certificate.clone();
         tokio::spawn(async move {
-            let sent = match client {
-                MirrorClient::Plain(c) => c.request(copy_req).await,
-                MirrorClient::Tls(c) => c.request(copy_req).await,
-            };
-            if let Ok(resp) = sent {
-                // Drain so the connection can be reused.
+            let Some(backend) = backends.by_key.get(&key) else { return };
+            let Ok(pool) = backend.pool(certificate.as_deref()).await else { return };
+            if let Ok(resp) = pool.send(copy_req).await {
+                // Read to the end, so that the connection goes back to the pool.
                 let _ = resp.into_body().collect().await;
             }
         });
     }
-}
-
-/// A mirror's copy goes out on its own task with its backend's client.
-enum MirrorClient {
-    Plain(hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, UpstreamBody>),
-    Tls(crate::upstream_tls::TlsClient),
-}
-
-/// `http://<endpoint><path and query of the request>`, built from parts without parsing.
-fn upstream_uri(uri: &Uri, authority: Authority) -> Result<Uri, Refusal> {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(http::uri::Scheme::HTTP);
-    parts.authority = Some(authority);
-    parts.path_and_query = Some(uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
-    Uri::from_parts(parts).map_err(|_| Refusal::BadRequest)
 }
 
 fn empty_upstream() -> UpstreamBody {
@@ -299,8 +237,13 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 /// Removes hop-by-hop headers, those named in `Connection` too, keeping what an upgrade
-/// needs and `te: trailers`, which gRPC requires over HTTP/2 (`send` drops it for HTTP/1.1).
+/// needs and `te: trailers`, which gRPC requires over HTTP/2 (`Pool::send` drops it for
+/// HTTP/1.1).
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
+    // One pass over the names first: most messages carry none of these.
+    if upgrade.is_none() && !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     let trailers = headers
         .get_all(header::TE)
         .iter()
@@ -330,13 +273,19 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
 /// unchanged unless URLRewrite replaced it.
 fn prepare_headers(headers: &mut HeaderMap, conn: &Conn, upgrade: Option<&HeaderValue>) {
     strip_hop_by_hop(headers, upgrade);
-    let ip = conn.peer.ip().to_canonical();
-    let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {ip}"),
-        None => ip.to_string(),
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let value = match headers.get(&xff) {
+        Some(existing) => {
+            let mut joined = Vec::with_capacity(existing.len() + 2 + conn.peer_ip.len());
+            joined.extend_from_slice(existing.as_bytes());
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(conn.peer_ip.as_bytes());
+            HeaderValue::from_bytes(&joined).ok()
+        }
+        None => Some(conn.peer_ip.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+    if let Some(v) = value {
+        headers.insert(xff, v);
     }
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),

@@ -21,11 +21,20 @@ use crate::{
 
 /// What a request knows of its connection.
 pub struct Conn {
-    pub peer: SocketAddr,
+    /// The client's address, as X-Forwarded-For gives it; formatted once per connection.
+    pub peer_ip: HeaderValue,
     pub local: SocketAddr,
     pub tls: bool,
     /// For TLS: the listener the SNI chose; a request whose Host picks another answers 421.
     pub sni_listener: Option<usize>,
+}
+
+impl Conn {
+    pub fn new(peer: SocketAddr, local: SocketAddr, tls: bool, sni_listener: Option<usize>) -> Self {
+        let peer_ip =
+            HeaderValue::try_from(peer.ip().to_canonical().to_string()).expect("an IP address is a header value");
+        Self { peer_ip, local, tls, sni_listener }
+    }
 }
 
 pub async fn handle(
@@ -43,7 +52,7 @@ pub async fn handle(
             response
         }
         Ok(Routed { rule, prefix }) => {
-            let response = match run_rule(req, &bind, &conn, &shared, &rule, prefix).await {
+            let response = match run_rule(req, &bind, &conn, &rule, prefix).await {
                 Ok(r) => r,
                 Err(refusal) => refusal.into_response(rule.grpc || grpc),
             };
@@ -160,7 +169,6 @@ async fn run_rule(
     mut req: Request<Incoming>,
     bind: &BindConfig,
     conn: &Conn,
-    shared: &Shared,
     rule: &Rule,
     prefix: Option<Arc<str>>,
 ) -> Result<Response<Body>, Refusal> {
@@ -173,7 +181,7 @@ async fn run_rule(
     let mut response = match &rule.action {
         Action::Respond(status) => return Err(if *status == 500 { Refusal::Invalid } else { Refusal::NoRoute }),
         Action::Redirect(r) => redirect(&req, r, conn, prefix.as_deref()),
-        Action::Forward { .. } => forward::forward(req, bind, conn, shared, rule, prefix.as_deref()).await?,
+        Action::Forward { .. } => forward::forward(req, bind, conn, rule, prefix.as_deref()).await?,
     };
     if let (Some(cors), Some(origin)) = (&rule.cors, cors_origin) {
         cors.decorate(response.headers_mut(), origin);

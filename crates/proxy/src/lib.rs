@@ -50,9 +50,9 @@ pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 /// The body of every request the proxy sends upstream.
 type UpstreamBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
-/// What every connection shares: upstream clients and metrics.
+/// What every connection shares: upstream connections and metrics.
 pub struct Shared {
-    clients: upstream::Clients,
+    upstreams: Arc<upstream::Upstreams>,
     metrics: metrics::ProxyMetrics,
 }
 
@@ -81,18 +81,22 @@ type SocketKey = (SocketAddr, bool);
 pub struct Proxy {
     binds: Mutex<BTreeMap<SocketKey, Running>>,
     shared: Arc<Shared>,
+    /// Closes idle upstream connections; started by the first [`Proxy::apply`].
+    sweeper: std::sync::OnceLock<JoinHandle<()>>,
 }
 
 impl Proxy {
     pub fn new(registry: &mut Registry) -> Self {
-        let shared =
-            Arc::new(Shared { clients: upstream::Clients::new(), metrics: metrics::ProxyMetrics::register(registry) });
-        Self { binds: Mutex::new(BTreeMap::new()), shared }
+        let upstreams = Arc::new(upstream::Upstreams::new());
+        let shared = Arc::new(Shared { upstreams, metrics: metrics::ProxyMetrics::register(registry) });
+        Self { binds: Mutex::new(BTreeMap::new()), shared, sweeper: std::sync::OnceLock::new() }
     }
 
     /// Serves `config` from now on. Returns what could not be bound.
     pub async fn apply(&self, config: Arc<ProxyConfig>) -> BindReport {
-        let backends = Arc::new(Backends::compile(&config, &self.shared.metrics));
+        self.sweeper
+            .get_or_init(|| tokio::spawn(upstream::Upstreams::sweep_forever(Arc::downgrade(&self.shared.upstreams))));
+        let backends = Arc::new(Backends::compile(&config, &self.shared.metrics, &self.shared.upstreams));
         let wanted: BTreeMap<SocketKey, &translate::ir::Bind> =
             config.binds.iter().map(|b| ((b.address, b.protocol == BindProtocol::Udp), b)).collect();
         let mut binds = self.binds.lock().await;

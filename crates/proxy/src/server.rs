@@ -162,7 +162,7 @@ async fn serve(
         (None, None) => {
             let mut stream = stream;
             let Some(prefix) = first_bytes(&mut stream, FIRST_BYTES_TIMEOUT).await else { return };
-            let conn = Arc::new(handler::Conn { peer, local, tls: false, sni_listener: None });
+            let conn = Arc::new(handler::Conn::new(peer, local, false, None));
             let svc = service(state, shared, conn);
             let io = TokioIo::new(Rewind::new(prefix, stream));
             let _ = watcher.watch(builder.serve_connection_with_upgrades(io, svc).into_owned()).await;
@@ -196,7 +196,7 @@ async fn serve_https<IO>(
     let sni = tls.get_ref().1.server_name().map(str::to_ascii_lowercase).unwrap_or_default();
     let sni_listener = state.load().config.by_host.get(&sni).copied();
     let Some(prefix) = first_bytes(&mut tls, FIRST_BYTES_TIMEOUT).await else { return };
-    let conn = Arc::new(handler::Conn { peer, local, tls: true, sni_listener });
+    let conn = Arc::new(handler::Conn::new(peer, local, true, sni_listener));
     let svc = service(state, shared, conn);
     let io = TokioIo::new(Rewind::new(prefix, tls));
     let _ = watcher.watch(builder.serve_connection_with_upgrades(io, svc).into_owned()).await;

@@ -27,7 +27,7 @@ use tokio::{
 use translate::ir::{self, BindProtocol, ListenerProtocol};
 
 use crate::{
-    config::{Backend, Backends},
+    config::Backends,
     hostmap::HostMap,
     metrics::{ProxyMetrics, StreamCounters},
     rewind::Rewind,
@@ -163,7 +163,7 @@ impl StreamConfig {
             return None;
         };
         let backend = self.backends.by_key.get(key)?;
-        let target = target(backend).await;
+        let target = backend.target().await;
         if target.is_none() {
             tracing::debug!(route = %route.name, backend = key, "backend has no endpoints");
         }
@@ -194,16 +194,6 @@ impl StreamListener {
     pub fn route_for(&self, sni: &str) -> Option<&StreamRoute> {
         self.by_sni.get(sni).map(|&i| &self.routes[i])
     }
-}
-
-/// An endpoint of `backend`, round-robin, or its external name resolved.
-pub async fn target(backend: &Backend) -> Option<SocketAddr> {
-    if let Some((addr, _)) = backend.endpoint() {
-        return Some(*addr);
-    }
-    let (host, port) = backend.external_name.as_ref()?;
-    let lookup = tokio::net::lookup_host((host.as_str(), *port));
-    tokio::time::timeout(CONNECT_TIMEOUT, lookup).await.ok()?.ok()?.next()
 }
 
 // === connections, and their drain ===

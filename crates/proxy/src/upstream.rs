@@ -1,41 +1,129 @@
-//! Connections to backends: pooled HTTP/1.1 and HTTP/2 (h2c) clients. The endpoint is chosen
-//! by the caller and named in the request URI, so the pool is per endpoint.
+//! Connections to backends. An [`Upstream`] is one way of reaching them: plain TCP or TLS
+//! with one client configuration, speaking HTTP/1.1 or HTTP/2. It keeps a [`Pool`] per
+//! endpoint. A compiled configuration holds the pools of its endpoints, so the usual request
+//! takes a connection without a map lookup; plain pools outlive reconfiguration.
 
-use std::time::Duration;
+mod pool;
 
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioTimer},
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex, Weak},
+    time::Duration,
 };
 
+pub use pool::{Pool, PooledBody};
+use rustls::{ClientConfig, pki_types::ServerName};
+use translate::ir::BackendProtocol;
+
+/// How long an idle connection is kept.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often idle connections and unused pools are looked for.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(15);
+
+/// What a connection runs over.
 #[derive(Clone)]
-pub struct Clients {
-    pub http1: Client<HttpConnector, crate::UpstreamBody>,
-    pub h2c: Client<HttpConnector, crate::UpstreamBody>,
+pub enum Transport {
+    Plain,
+    Tls { config: Arc<ClientConfig>, server_name: ServerName<'static> },
 }
 
-impl Clients {
-    pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        connector.enforce_http(true);
-        let http1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_timer(TokioTimer::new())
-            .build(connector.clone());
-        let h2c = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
-        Self { http1, h2c }
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    Http2,
+}
+
+impl From<BackendProtocol> for Protocol {
+    fn from(p: BackendProtocol) -> Self {
+        match p {
+            BackendProtocol::H2c => Protocol::Http2,
+            BackendProtocol::Http1 | BackendProtocol::WebSocket => Protocol::Http1,
+        }
     }
 }
 
-impl Default for Clients {
+/// One transport and protocol, with a pool per endpoint.
+pub struct Upstream {
+    transport: Transport,
+    protocol: Protocol,
+    pools: Mutex<HashMap<SocketAddr, Arc<Pool>>>,
+}
+
+impl Upstream {
+    /// The pool for `endpoint`, made on first use.
+    pub fn pool(&self, endpoint: SocketAddr) -> Arc<Pool> {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools.entry(endpoint).or_insert_with(|| Pool::new(endpoint, self.transport.clone(), self.protocol)).clone()
+    }
+
+    /// Closes idle connections past their time, and forgets pools nobody else holds that
+    /// have nothing left in them.
+    fn sweep(&self) {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools.retain(|_, pool| pool.expire(IDLE_TIMEOUT) || Arc::strong_count(pool) > 1);
+    }
+}
+
+/// Every [`Upstream`]: the plain ones, shared by all configurations, and those made for
+/// TLS backends, which live as long as a configuration uses them.
+pub struct Upstreams {
+    plain_http1: Arc<Upstream>,
+    plain_http2: Arc<Upstream>,
+    all: Mutex<Vec<Weak<Upstream>>>,
+}
+
+impl Upstreams {
+    pub fn new() -> Self {
+        let plain_http1 = Arc::new(upstream(Transport::Plain, Protocol::Http1));
+        let plain_http2 = Arc::new(upstream(Transport::Plain, Protocol::Http2));
+        let all = Mutex::new(vec![Arc::downgrade(&plain_http1), Arc::downgrade(&plain_http2)]);
+        Self { plain_http1, plain_http2, all }
+    }
+
+    pub fn plain(&self, protocol: Protocol) -> Arc<Upstream> {
+        match protocol {
+            Protocol::Http1 => self.plain_http1.clone(),
+            Protocol::Http2 => self.plain_http2.clone(),
+        }
+    }
+
+    pub fn tls(
+        &self,
+        config: Arc<ClientConfig>,
+        server_name: ServerName<'static>,
+        protocol: Protocol,
+    ) -> Arc<Upstream> {
+        let made = Arc::new(upstream(Transport::Tls { config, server_name }, protocol));
+        self.all.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&made));
+        made
+    }
+
+    /// Sweeps every upstream now and then, for as long as `upstreams` lives.
+    pub async fn sweep_forever(upstreams: Weak<Self>) {
+        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(upstreams) = upstreams.upgrade() else { return };
+            let live: Vec<Arc<Upstream>> = {
+                let mut all = upstreams.all.lock().unwrap_or_else(|e| e.into_inner());
+                all.retain(|u| u.strong_count() > 0);
+                all.iter().filter_map(Weak::upgrade).collect()
+            };
+            for upstream in live {
+                upstream.sweep();
+            }
+        }
+    }
+}
+
+impl Default for Upstreams {
     fn default() -> Self {
         Self::new()
     }
+}
+
+fn upstream(transport: Transport, protocol: Protocol) -> Upstream {
+    Upstream { transport, protocol, pools: Mutex::new(HashMap::new()) }
 }

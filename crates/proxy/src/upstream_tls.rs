@@ -1,23 +1,12 @@
 //! TLS to backends, as a BackendTLSPolicy asks: the certificate must chain to the policy's
 //! CAs (or the system's) and carry the policy's hostname, or one of its subjectAltNames.
-//! Each such backend gets its own pooled client, built when the configuration is compiled.
+//! Each such backend gets its own upstreams, made when the configuration is compiled.
 
 use std::{
     collections::HashMap,
-    io,
-    pin::Pin,
     sync::{Arc, OnceLock},
-    task::{Context, Poll},
-    time::Duration,
 };
 
-use hyper_util::{
-    client::legacy::{
-        Client,
-        connect::{Connected, Connection, HttpConnector},
-    },
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-};
 use rustls::{
     ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
     client::{
@@ -27,58 +16,38 @@ use rustls::{
     crypto::aws_lc_rs,
     pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject},
 };
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpStream,
-};
 use translate::ir::{BackendProtocol, BackendTls, CertifiedKey, Trust};
 
-use crate::{BoxError, UpstreamBody};
+use crate::upstream::{Upstream, Upstreams};
 
-pub type TlsClient = Client<TlsConnector, UpstreamBody>;
-
-/// How requests to a backend under a BackendTLSPolicy go out.
-#[allow(clippy::large_enum_variant)] // one per backend, built once per configuration
-pub enum UpstreamTls {
-    /// A client without a certificate of its own, and one per Gateway client certificate
-    /// (`spec.tls.backend.clientCertificateRef`), by the certificate's Secret.
-    Clients { anonymous: TlsClient, by_certificate: HashMap<String, TlsClient> },
-    /// No usable trust anchor or name: requests answer 500 rather than go out unverified.
-    Invalid,
+/// How HTTP requests reach a backend under a BackendTLSPolicy.
+pub struct TlsUpstreams {
+    /// Without a client certificate of its own.
+    pub anonymous: Arc<Upstream>,
+    /// Presenting a Gateway's client certificate (`spec.tls.backend.clientCertificateRef`),
+    /// by the certificate's Secret.
+    pub by_certificate: HashMap<String, Arc<Upstream>>,
 }
 
-impl UpstreamTls {
-    /// Clients for `tls`, one for each client certificate in `certificates`.
-    pub fn new(tls: &BackendTls, protocol: BackendProtocol, certificates: &[&CertifiedKey]) -> Self {
-        let Some(anonymous) = client(tls, protocol, None) else { return UpstreamTls::Invalid };
+impl TlsUpstreams {
+    /// Upstreams for `tls`, one for each client certificate in `certificates`; None when the
+    /// policy gives no usable trust anchor or name, so that requests answer 500 rather than
+    /// go out unverified.
+    pub fn new(
+        tls: &BackendTls,
+        protocol: BackendProtocol,
+        certificates: &[&CertifiedKey],
+        upstreams: &Upstreams,
+    ) -> Option<Self> {
+        let upstream = |certificate| {
+            let (config, server_name) = client_config(tls, protocol, certificate)?;
+            Some(upstreams.tls(config, server_name, protocol.into()))
+        };
+        let anonymous = upstream(None)?;
         let by_certificate =
-            certificates.iter().filter_map(|c| Some((c.source.clone(), client(tls, protocol, Some(c))?))).collect();
-        UpstreamTls::Clients { anonymous, by_certificate }
+            certificates.iter().filter_map(|c| Some((c.source.clone(), upstream(Some(*c))?))).collect();
+        Some(Self { anonymous, by_certificate })
     }
-
-    /// The client for a request from a listener whose Gateway presents `certificate`.
-    pub fn client(&self, certificate: Option<&str>) -> Option<&TlsClient> {
-        match self {
-            UpstreamTls::Clients { anonymous, by_certificate } => {
-                Some(certificate.and_then(|c| by_certificate.get(c)).unwrap_or(anonymous))
-            }
-            UpstreamTls::Invalid => None,
-        }
-    }
-}
-
-fn client(tls: &BackendTls, protocol: BackendProtocol, certificate: Option<&CertifiedKey>) -> Option<TlsClient> {
-    let (config, server_name) = client_config(tls, protocol, certificate)?;
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(Duration::from_secs(5)));
-    let connector = TlsConnector { http, config, server_name };
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder.pool_idle_timeout(Duration::from_secs(60)).pool_timer(TokioTimer::new());
-    if protocol == BackendProtocol::H2c {
-        builder.http2_only(true).timer(TokioTimer::new());
-    }
-    Some(builder.build(connector))
 }
 
 fn client_config(
@@ -187,64 +156,5 @@ impl ServerCertVerifier for NamesVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
-    }
-}
-
-/// TCP, then a TLS handshake with the policy's hostname as SNI.
-#[derive(Clone)]
-pub struct TlsConnector {
-    http: HttpConnector,
-    config: Arc<ClientConfig>,
-    server_name: ServerName<'static>,
-}
-
-impl tower_service::Service<http::Uri> for TlsConnector {
-    type Response = TokioIo<TlsConn>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.http.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let connecting = self.http.call(uri);
-        let tls = tokio_rustls::TlsConnector::from(self.config.clone());
-        let name = self.server_name.clone();
-        Box::pin(async move {
-            let tcp = connecting.await?.into_inner();
-            let stream = tls.connect(name, tcp).await?;
-            Ok(TokioIo::new(TlsConn(stream)))
-        })
-    }
-}
-
-pub struct TlsConn(tokio_rustls::client::TlsStream<TcpStream>);
-
-impl Connection for TlsConn {
-    fn connected(&self) -> Connected {
-        let (tcp, session) = self.0.get_ref();
-        let connected = tcp.connected();
-        if session.alpn_protocol() == Some(b"h2") { connected.negotiated_h2() } else { connected }
-    }
-}
-
-impl AsyncRead for TlsConn {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsConn {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }

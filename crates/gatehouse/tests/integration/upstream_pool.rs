@@ -1,0 +1,255 @@
+//! Connections to backends: kept alive and reused across requests whatever the response's
+//! framing, replaced when the backend closed them, never reused after a response broken off,
+//! and never left holding a client's request body.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::Request;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+use super::common::*;
+
+/// What the hand-written backend does besides answering.
+#[derive(Clone, Copy)]
+enum Mode {
+    KeepAlive,
+    /// Closes a connection on which no request came for this long.
+    CloseWhenIdle(Duration),
+}
+
+/// Connections accepted, and connections the gateway closed (EOF read).
+#[derive(Default)]
+struct Counts {
+    accepted: AtomicUsize,
+    closed_by_peer: AtomicUsize,
+}
+
+/// An HTTP/1.1 backend written by hand, so that the tests see its connections. It answers by
+/// path: `/chunked` with a chunked body, `/empty` with 204, `/early` with 413 before reading
+/// the request body (it reads it afterwards, slowly), `/stall` with one chunk and then
+/// nothing for a long time; anything else with `ok` (or its headers alone, for HEAD).
+async fn raw_backend(mode: Mode) -> (SocketAddr, Arc<Counts>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counts = Arc::new(Counts::default());
+    let c = counts.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            c.accepted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(serve_raw(stream, mode, c.clone()));
+        }
+    });
+    (addr, counts)
+}
+
+async fn serve_raw(mut stream: TcpStream, mode: Mode, counts: Arc<Counts>) {
+    let mut buf = Vec::new();
+    loop {
+        let wait = match mode {
+            Mode::KeepAlive => PATIENCE,
+            Mode::CloseWhenIdle(d) => d,
+        };
+        let head = match read_head(&mut stream, &mut buf, wait).await {
+            Ok(Some(head)) => head,
+            Ok(None) => {
+                counts.closed_by_peer.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+            Err(()) => return,
+        };
+        let mut lines = head.lines();
+        let request_line = lines.next().unwrap_or_default().to_string();
+        let length: usize = lines
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or(0);
+        let mut parts = request_line.split(' ');
+        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        if path == "/early" {
+            let _ = stream.write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n").await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if !read_body(&mut stream, &mut buf, length).await {
+                return;
+            }
+            continue;
+        }
+        if !read_body(&mut stream, &mut buf, length).await {
+            return;
+        }
+        let reply: &[u8] = match (method, path) {
+            (_, "/chunked") => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n3\r\n-ch\r\n0\r\n\r\n",
+            (_, "/empty") => b"HTTP/1.1 204 No Content\r\n\r\n",
+            (_, "/stall") => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n",
+            ("HEAD", _) => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n",
+            _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        };
+        if stream.write_all(reply).await.is_err() {
+            return;
+        }
+        if path == "/stall" {
+            // Never finishes this response; ends when the gateway closes the connection.
+            let mut sink = [0u8; 64];
+            if let Ok(Ok(0)) = tokio::time::timeout(PATIENCE, stream.read(&mut sink)).await {
+                counts.closed_by_peer.fetch_add(1, Ordering::SeqCst);
+            }
+            return;
+        }
+    }
+}
+
+/// The next request head, leaving what follows it in `buf`; None on EOF; Err on timeout.
+async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, wait: Duration) -> Result<Option<String>, ()> {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            buf.drain(..end + 4);
+            return Ok(Some(head));
+        }
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout(wait, stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => return Err(()),
+        }
+    }
+}
+
+/// Reads and drops `length` body bytes (some may be in `buf` already). False on EOF or timeout.
+async fn read_body(stream: &mut TcpStream, buf: &mut Vec<u8>, mut length: usize) -> bool {
+    let buffered = length.min(buf.len());
+    buf.drain(..buffered);
+    length -= buffered;
+    let mut chunk = [0u8; 16384];
+    while length > 0 {
+        match tokio::time::timeout(PATIENCE, stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => {
+                let used = n.min(length);
+                buf.extend_from_slice(&chunk[used..n]);
+                length -= used;
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
+async fn gateway_for(backend: SocketAddr) -> (Gateway, u16) {
+    let port = free_port();
+    let config = format!("{CLASS}{}{}{}", http_gateway(port), service("svc", backend), route("r", "/", "svc"));
+    (Gateway::start(&config).await, port)
+}
+
+fn req(method: &str, port: u16, path: &str, body: Bytes) -> Request<Full<Bytes>> {
+    Request::builder().method(method).uri(format!("http://127.0.0.1:{port}{path}")).body(Full::new(body)).unwrap()
+}
+
+#[tokio::test]
+async fn one_backend_connection_carries_sequential_requests_of_every_framing() {
+    let (backend, counts) = raw_backend(Mode::KeepAlive).await;
+    let (_gw, port) = gateway_for(backend).await;
+    for _ in 0..3 {
+        assert_eq!(request(req("GET", port, "/", Bytes::new())).await.unwrap().2, "ok");
+        assert_eq!(request(req("GET", port, "/chunked", Bytes::new())).await.unwrap().2, "ok-ch");
+        let (code, headers, body) = request(req("HEAD", port, "/", Bytes::new())).await.unwrap();
+        assert_eq!((code, body.as_str()), (200, ""));
+        assert_eq!(headers["content-length"], "2");
+        assert_eq!(request(req("GET", port, "/empty", Bytes::new())).await.unwrap().0, 204);
+        let posted = request(req("POST", port, "/", Bytes::from_static(b"a body"))).await.unwrap();
+        assert_eq!((posted.0, posted.2.as_str()), (200, "ok"));
+    }
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 1, "15 sequential requests, one backend connection");
+}
+
+#[tokio::test]
+async fn a_connection_the_backend_closed_while_idle_is_replaced() {
+    let (backend, counts) = raw_backend(Mode::CloseWhenIdle(Duration::from_millis(100))).await;
+    let (_gw, port) = gateway_for(backend).await;
+    for round in 0..3 {
+        let (code, _, body) = request(req("GET", port, "/", Bytes::new())).await.unwrap();
+        assert_eq!((code, body.as_str()), (200, "ok"), "round {round}");
+        // Long enough for the backend to close the connection it kept.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_response_broken_off_by_the_client_closes_its_backend_connection() {
+    let (backend, counts) = raw_backend(Mode::KeepAlive).await;
+    let (_gw, port) = gateway_for(backend).await;
+
+    // Read the head and the first chunk of a response that never ends, then hang up.
+    let mut client = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    client.write_all(b"GET /stall HTTP/1.1\r\nhost: example.com\r\n\r\n").await.unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    while !String::from_utf8_lossy(&seen).contains("first") {
+        assert!(Instant::now() < deadline, "no first chunk: {}", String::from_utf8_lossy(&seen));
+        let mut chunk = [0u8; 1024];
+        let n = tokio::time::timeout(PATIENCE, client.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(n > 0, "closed early");
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    drop(client);
+
+    // The half-read connection is closed, not pooled; the next request gets a new one.
+    let deadline = Instant::now() + PATIENCE;
+    while counts.closed_by_peer.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the gateway kept the broken-off backend connection");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(request(req("GET", port, "/", Bytes::new())).await.unwrap().2, "ok");
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_backend_answering_before_reading_the_body_leaves_both_sides_usable() {
+    let (backend, _) = raw_backend(Mode::KeepAlive).await;
+    let (_gw, port) = gateway_for(backend).await;
+    let client = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (mut rd, mut wr) = client.into_split();
+    let body = vec![b'x'; 512 * 1024];
+    let head = format!("POST /early HTTP/1.1\r\nhost: example.com\r\ncontent-length: {}\r\n\r\n", body.len());
+    wr.write_all(head.as_bytes()).await.unwrap();
+    let writer = tokio::spawn(async move {
+        wr.write_all(&body).await.unwrap();
+        wr
+    });
+    let mut seen = Vec::new();
+    read_until(&mut rd, &mut seen, "\r\n\r\n").await;
+    assert!(seen.starts_with(b"HTTP/1.1 413"), "{}", String::from_utf8_lossy(&seen));
+
+    // The gateway goes on taking the body after the answer, so the client can finish
+    // sending it, and then use the same connection again.
+    let mut wr = tokio::time::timeout(PATIENCE, writer).await.expect("the body was taken in full").unwrap();
+    wr.write_all(b"GET / HTTP/1.1\r\nhost: example.com\r\n\r\n").await.unwrap();
+    seen.clear();
+    read_until(&mut rd, &mut seen, "\r\n\r\nok").await;
+    assert!(seen.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&seen));
+}
+
+/// Reads from `rd` into `seen` until it contains `marker`, within [`PATIENCE`].
+async fn read_until(rd: &mut tokio::net::tcp::OwnedReadHalf, seen: &mut Vec<u8>, marker: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    while !String::from_utf8_lossy(seen).contains(marker) {
+        assert!(Instant::now() < deadline, "no {marker:?} in {}", String::from_utf8_lossy(seen));
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(PATIENCE, rd.read(&mut chunk)).await.expect("read in time").unwrap();
+        assert!(n > 0, "closed; got {}", String::from_utf8_lossy(seen));
+        seen.extend_from_slice(&chunk[..n]);
+    }
+}
