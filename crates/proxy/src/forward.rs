@@ -226,7 +226,8 @@ impl http_body::Body for Tee {
     }
 }
 
-const HOP_BY_HOP: [HeaderName; 7] = [
+const HOP_BY_HOP_LEN: usize = 7;
+const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_LEN] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -240,8 +241,15 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// needs and `te: trailers`, which gRPC requires over HTTP/2 (`Pool::send` drops it for
 /// HTTP/1.1).
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
-    // One pass over the names first: most messages carry none of these.
-    if upgrade.is_none() && !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    // Which hop-by-hop names are present, in one pass over the names: most messages carry
+    // none, or only `connection`.
+    let mut present = [false; HOP_BY_HOP_LEN];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        }
+    }
+    if upgrade.is_none() && !present.contains(&true) {
         return;
     }
     let trailers = headers
@@ -249,14 +257,20 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
+    // Names the Connection header lists besides those removed anyway (and its `close`).
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|n| !n.eq_ignore_ascii_case("close") && !HOP_BY_HOP.iter().any(|h| n.eq_ignore_ascii_case(h.as_str())))
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
         .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, here)| *here) {
+        headers.remove(name);
+    }
+    for name in &named {
         headers.remove(name);
     }
     if let Some(u) = upgrade {
