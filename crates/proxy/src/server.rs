@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::conn::auto,
 };
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -22,9 +22,10 @@ use translate::ir::{BindProtocol, ListenerProtocol};
 use crate::{
     Shared,
     config::BindConfig,
+    drain::{ConnGuard, Conns},
     handler,
     rewind::{Rewind, first_bytes},
-    stream::{self, ConnGuard, Conns, StreamConfig},
+    stream::{self, StreamConfig},
     tls::TlsConfigs,
 };
 
@@ -81,7 +82,6 @@ pub async fn accept_loop(
     closed: oneshot::Sender<()>,
 ) {
     let local = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let graceful = GracefulShutdown::new();
     let mut conns = Conns::new();
     let builder = Arc::new(builder());
     loop {
@@ -92,11 +92,10 @@ pub async fn accept_loop(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let watcher = graceful.watcher();
                     let guard = conns.guard();
                     let (state, shared, builder) = (state.clone(), shared.clone(), builder.clone());
                     tokio::spawn(async move {
-                        serve(stream, peer, local, state, shared, &builder, watcher, guard).await;
+                        serve(stream, peer, local, state, shared, &builder, guard).await;
                     });
                 }
                 Err(e) => {
@@ -110,8 +109,8 @@ pub async fn accept_loop(
     drop(listener);
     let _ = closed.send(());
     let deadline = stop.borrow().unwrap_or(Duration::ZERO);
-    let drained = async { tokio::join!(graceful.shutdown(), conns.ended()) };
-    if tokio::time::timeout(deadline, drained).await.is_err() {
+    conns.drain();
+    if tokio::time::timeout(deadline, conns.ended()).await.is_err() {
         tracing::info!(%local, "drain deadline reached; closing the remaining connections");
     }
     conns.kill();
@@ -125,7 +124,6 @@ async fn serve(
     state: Arc<ArcSwap<BindState>>,
     shared: Arc<Shared>,
     builder: &auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
     guard: ConnGuard,
 ) {
     let (tls, l4) = {
@@ -155,7 +153,7 @@ async fn serve(
                 _ => {
                     let Some(config) = tls.and_then(|t| t.for_sni(&sni)) else { return };
                     let accept = tokio_rustls::TlsAcceptor::from(config).accept(Rewind::new(hello, stream));
-                    serve_https(accept, peer, local, state, shared, builder, watcher).await;
+                    serve_https(accept, peer, local, state, shared, builder, guard).await;
                 }
             }
         }
@@ -165,7 +163,7 @@ async fn serve(
             let conn = Arc::new(handler::Conn::new(peer, local, false, None));
             let svc = service(state, shared, conn);
             let io = TokioIo::new(Rewind::new(prefix, stream));
-            let _ = watcher.watch(builder.serve_connection_with_upgrades(io, svc).into_owned()).await;
+            guard.serve(builder.serve_connection_with_upgrades(io, svc).into_owned()).await;
         }
         (Some(configs), None) => {
             // Each listener has its own config (client validation differs): read the
@@ -174,7 +172,7 @@ async fn serve(
             let Ok(Ok(start)) = tokio::time::timeout(FIRST_BYTES_TIMEOUT, lazy).await else { return };
             let sni = start.client_hello().server_name().map(str::to_ascii_lowercase).unwrap_or_default();
             let Some(config) = configs.for_sni(&sni) else { return };
-            serve_https(start.into_stream(config), peer, local, state, shared, builder, watcher).await;
+            serve_https(start.into_stream(config), peer, local, state, shared, builder, guard).await;
         }
     }
 }
@@ -187,7 +185,7 @@ async fn serve_https<IO>(
     state: Arc<ArcSwap<BindState>>,
     shared: Arc<Shared>,
     builder: &auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
+    guard: ConnGuard,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -199,7 +197,7 @@ async fn serve_https<IO>(
     let conn = Arc::new(handler::Conn::new(peer, local, true, sni_listener));
     let svc = service(state, shared, conn);
     let io = TokioIo::new(Rewind::new(prefix, tls));
-    let _ = watcher.watch(builder.serve_connection_with_upgrades(io, svc).into_owned()).await;
+    guard.serve(builder.serve_connection_with_upgrades(io, svc).into_owned()).await;
 }
 
 fn service(

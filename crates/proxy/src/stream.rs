@@ -21,13 +21,13 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::TcpStream,
-    sync::{mpsc, watch},
     time::Instant,
 };
 use translate::ir::{self, BindProtocol, ListenerProtocol};
 
 use crate::{
     config::Backends,
+    drain::ConnGuard,
     hostmap::HostMap,
     metrics::{ProxyMetrics, StreamCounters},
     rewind::Rewind,
@@ -196,51 +196,6 @@ impl StreamListener {
     }
 }
 
-// === connections, and their drain ===
-
-/// The connections of one socket that do not belong to hyper: counted, so that a socket
-/// being removed can wait for them, and told to end when the drain deadline passes.
-pub struct Conns {
-    alive: Option<mpsc::Sender<()>>,
-    gone: mpsc::Receiver<()>,
-    kill: watch::Sender<bool>,
-}
-
-/// Held by a connection for its lifetime.
-pub struct ConnGuard {
-    _alive: mpsc::Sender<()>,
-    kill: watch::Receiver<bool>,
-}
-
-impl Conns {
-    pub fn new() -> Self {
-        let (alive, gone) = mpsc::channel(1);
-        Self { alive: Some(alive), gone, kill: watch::channel(false).0 }
-    }
-
-    pub fn guard(&self) -> ConnGuard {
-        let alive = self.alive.clone().expect("no guard after the drain began");
-        ConnGuard { _alive: alive, kill: self.kill.subscribe() }
-    }
-
-    /// Resolves once every guarded connection has ended.
-    pub async fn ended(&mut self) {
-        self.alive.take();
-        let _ = self.gone.recv().await;
-    }
-
-    /// Ends the connections still open.
-    pub fn kill(&self) {
-        let _ = self.kill.send(true);
-    }
-}
-
-impl Default for Conns {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 // === serving ===
 
 /// A TCP listener's connection: the oldest route's backend, then bytes both ways.
@@ -249,12 +204,12 @@ pub async fn serve_tcp(
     peer: SocketAddr,
     config: Arc<StreamConfig>,
     metrics: &ProxyMetrics,
-    mut guard: ConnGuard,
+    guard: ConnGuard,
 ) {
     let Some((listener, route)) = config.first_route() else { return };
     let Some(upstream) = config.connect(route).await else { return };
     tracing::debug!(%peer, listener = %listener.name, route = %route.name, "TCP connection");
-    pipe(client, upstream, &mut guard.kill, metrics.stream(&listener.name, &route.name)).await;
+    pipe(client, upstream, &guard, metrics.stream(&listener.name, &route.name)).await;
 }
 
 /// Reads a ClientHello without answering it, within `timeout`: every byte read, and the SNI
@@ -301,7 +256,7 @@ pub async fn serve_passthrough(
     listener: &StreamListener,
     config: &StreamConfig,
     metrics: &ProxyMetrics,
-    mut guard: ConnGuard,
+    guard: ConnGuard,
 ) {
     let Some(route) = listener.route_for(sni) else {
         tracing::debug!(listener = %listener.name, sni, "no TLSRoute for this SNI");
@@ -313,7 +268,7 @@ pub async fn serve_passthrough(
     }
     let counters = metrics.stream(&listener.name, &route.name);
     counters.received.inc_by(hello.len() as u64);
-    pipe(client, upstream, &mut guard.kill, counters).await;
+    pipe(client, upstream, &guard, counters).await;
 }
 
 /// A TLS listener in mode Terminate: TLS ends here with the listener's certificate, and the
@@ -325,7 +280,7 @@ pub async fn serve_terminate(
     listener: &StreamListener,
     config: &StreamConfig,
     metrics: &ProxyMetrics,
-    mut guard: ConnGuard,
+    guard: ConnGuard,
 ) {
     let Some(tls) = config.terminate.as_ref().and_then(|t| t.for_sni(sni)) else { return };
     let Some(route) = listener.route_for(sni) else {
@@ -335,13 +290,13 @@ pub async fn serve_terminate(
     let accept = tokio_rustls::TlsAcceptor::from(tls).accept(Rewind::new(hello, client));
     let Ok(Ok(tls)) = tokio::time::timeout(FIRST_BYTES_TIMEOUT, accept).await else { return };
     let Some(upstream) = config.connect(route).await else { return };
-    pipe(tls, upstream, &mut guard.kill, metrics.stream(&listener.name, &route.name)).await;
+    pipe(tls, upstream, &guard, metrics.stream(&listener.name, &route.name)).await;
 }
 
 /// Copies both ways until both directions are closed (an EOF on one side shuts down writing
 /// on the other, so half-closed connections work), an error, [`IDLE_TIMEOUT`] without a
 /// byte either way, or the socket's drain deadline.
-pub async fn pipe<A, B>(a: A, b: B, kill: &mut watch::Receiver<bool>, counters: StreamCounters)
+pub async fn pipe<A, B>(a: A, b: B, guard: &ConnGuard, counters: StreamCounters)
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -352,9 +307,6 @@ where
     let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
     tokio::pin!(copy);
     loop {
-        if *kill.borrow() {
-            return;
-        }
         let deadline = clock.last() + IDLE_TIMEOUT;
         tokio::select! {
             _ = &mut copy => return,
@@ -364,7 +316,7 @@ where
                     return;
                 }
             }
-            changed = kill.changed() => if changed.is_err() { return },
+            _ = guard.killed() => return,
         }
     }
 }

@@ -4,8 +4,8 @@
 //! request using it drives its I/O, first while waiting for the response head, then from
 //! the response body as the client reads it. That saves a task wake-up and a channel hop
 //! each way. The connection goes back to the pool when the body has been read to its end;
-//! a body dropped before then closes it. An idle connection is driven once when taken
-//! (without a waker), which tells whether the backend closed it meanwhile.
+//! a body dropped before then closes it. A connection the backend closed while it sat idle
+//! notices when next driven, before writing, and gives the request back for another one.
 //!
 //! HTTP/2 shares one connection, driven by a task, among every request to the endpoint.
 
@@ -61,19 +61,24 @@ struct Idle {
 /// An HTTP/1.1 connection: where requests go in, and the I/O that whoever uses it drives.
 pub struct Http1Conn {
     sender: http1::SendRequest<UpstreamBody>,
-    /// hyper's connection future (with upgrades), boxed because its type cannot be named.
-    io: Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>,
+    /// hyper's connection future (with upgrades), boxed because its type cannot be named;
+    /// None once it has ended.
+    io: Option<Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>>,
 }
 
 impl Http1Conn {
-    /// Drives the connection's I/O. False once it has ended; it is not polled after that.
+    /// Drives the connection's I/O. False once it has ended.
     fn poll_io(&mut self, cx: &mut Context<'_>) -> bool {
-        match self.io.as_mut().poll(cx) {
+        let Some(io) = &mut self.io else { return false };
+        match io.as_mut().poll(cx) {
             Poll::Pending => true,
             Poll::Ready(ended) => {
                 if let Err(e) = ended {
                     tracing::debug!("upstream connection: {e}");
                 }
+                // Dropped at once: requests still queued in it fail, giving their message
+                // back, only when it is gone.
+                self.io = None;
                 false
             }
         }
@@ -148,26 +153,21 @@ impl Pool {
                 None => Box::pin(self.connect_http1()).await?,
             };
             let mut response = std::pin::pin!(conn.sender.try_send_request(req));
-            let mut open = true;
             // The connection writes the request and reads the response when driven; once it
             // ends, the response future holds its error.
             let result = std::future::poll_fn(|cx| {
-                if open {
-                    open = conn.poll_io(cx);
-                }
+                conn.poll_io(cx);
                 response.as_mut().poll(cx)
             })
             .await;
             match result {
                 Ok(response) => {
-                    let held = if !open {
-                        None
-                    } else if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    let held = if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                         // The upgraded stream is handed over when the connection future ends.
-                        tokio::spawn(conn.io);
+                        conn.io.take().map(tokio::spawn);
                         None
                     } else {
-                        Some((self.clone(), conn))
+                        conn.io.is_some().then(|| (self.clone(), conn))
                     };
                     return Ok(response.map(|body| PooledBody::new(body, held)));
                 }
@@ -264,7 +264,7 @@ impl Pool {
     async fn connect_http1(&self) -> Result<Http1Conn, BoxError> {
         let stream = self.connect().await?;
         let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
-        Ok(Http1Conn { sender, io: Box::pin(conn.with_upgrades()) })
+        Ok(Http1Conn { sender, io: Some(Box::pin(conn.with_upgrades())) })
     }
 
     async fn connect_http2(
@@ -310,14 +310,16 @@ impl Pool {
     }
 }
 
-/// The most recently used idle connection that can take a request; the others are closed.
+/// The most recently used idle connection that can take a request. One the backend closed
+/// since it was last driven gives its request back unsent (`send_http1` tries another).
 fn take_idle(idle: &Mutex<Vec<Idle>>) -> Option<Http1Conn> {
-    loop {
-        let mut conn = lock(idle).pop()?.conn;
-        if conn.usable() {
-            return Some(conn);
+    let mut idle = lock(idle);
+    while let Some(i) = idle.pop() {
+        if i.conn.sender.is_ready() {
+            return Some(i.conn);
         }
     }
+    None
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
