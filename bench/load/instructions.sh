@@ -49,21 +49,8 @@ else
 fi
 [[ -x $GH ]] || die "no gatehouse binary at $GH"
 
-# free_port VAR: a port on 127.0.0.1 that nobody listens on (below the ephemeral range).
-USED=" "
-free_port() {
-    local p i
-    for ((i = 0; i < 200; i++)); do
-        p=$((20000 + RANDOM % 12000))
-        [[ $USED == *" $p "* ]] && continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            USED+="$p "
-            printf -v "$1" '%s' "$p"
-            return 0
-        fi
-    done
-    die "no free port found"
-}
+# shellcheck source=ports.sh
+source "$HERE/ports.sh"
 # wait_ok URL PID: until URL answers 200, for at most 60 s (callgrind starts slowly).
 wait_ok() {
     local i

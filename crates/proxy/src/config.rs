@@ -14,6 +14,7 @@ use regex::{Regex, RegexSet};
 use translate::ir::{self, HttpFilter, PathMatch, RuleAction, StringMatch};
 
 use crate::{
+    FastMap,
     cors::Cors,
     hostmap::HostMap,
     metrics::{BackendMetrics, ProxyMetrics, RouteMetrics},
@@ -71,9 +72,9 @@ impl<'a> Candidates<'a> {
 /// one with the highest precedence.
 pub struct VirtualHost {
     entries: Vec<Entry>,
-    exact: HashMap<String, Vec<u32>>,
+    exact: FastMap<String, Vec<u32>>,
     /// By prefix without its trailing `/` (`""` for `/`).
-    prefix: HashMap<String, Vec<u32>>,
+    prefix: FastMap<String, Vec<u32>>,
     /// Regex paths, all tried in one pass; `regex_entries[i]` is the entry of pattern `i`.
     regex: Option<RegexSet>,
     regex_entries: Vec<u32>,
@@ -81,8 +82,13 @@ pub struct VirtualHost {
 
 impl VirtualHost {
     fn new(entries: Vec<Entry>) -> Self {
-        let mut vh =
-            Self { entries, exact: HashMap::new(), prefix: HashMap::new(), regex: None, regex_entries: Vec::new() };
+        let mut vh = Self {
+            entries,
+            exact: FastMap::default(),
+            prefix: FastMap::default(),
+            regex: None,
+            regex_entries: Vec::new(),
+        };
         let mut patterns = Vec::new();
         for (i, e) in vh.entries.iter().enumerate() {
             let i = i as u32;
@@ -222,7 +228,7 @@ pub enum Action {
 /// Backends by key, with a round-robin cursor each.
 #[derive(Default)]
 pub struct Backends {
-    pub by_key: HashMap<String, Backend>,
+    pub by_key: FastMap<String, Backend>,
 }
 
 pub struct Backend {

@@ -75,20 +75,23 @@ struct Routed {
 
 /// Listener, virtual host and rule for a request; the path is normalized in place.
 fn route(req: &mut Request<Incoming>, bind: &BindConfig, conn: &Conn) -> Result<Routed, Refusal> {
-    check_framing(req)?;
     // The request target's authority (HTTP/2, or absolute-form in HTTP/1.1) is the host:
     // it replaces any Host header (RFC 9112 §3.2.2), so routing and the backend agree.
     if let Some(authority) = req.uri().authority() {
         let value = HeaderValue::from_str(authority.as_str()).map_err(|_| Refusal::BadRequest)?;
         req.headers_mut().insert(header::HOST, value);
     }
-    let host = match req.headers().get(header::HOST).cloned() {
+    let host = single_host(req.headers())?;
+    match &host {
         Some(h) => {
             req.headers_mut().insert(HeaderName::from_static("x-forwarded-host"), h.clone());
-            normalize_host(h.to_str().map_err(|_| Refusal::BadRequest)?).into_owned()
         }
         None if req.version() == http::Version::HTTP_11 => return Err(Refusal::BadRequest),
-        None => String::new(),
+        None => {}
+    }
+    let host = match &host {
+        Some(h) => normalize_host(h.to_str().map_err(|_| Refusal::BadRequest)?),
+        None => "".into(),
     };
     let normalized = path::normalize(req.uri().path()).ok_or(Refusal::BadRequest)?;
     if let std::borrow::Cow::Owned(p) = &normalized {
@@ -113,15 +116,17 @@ fn route(req: &mut Request<Incoming>, bind: &BindConfig, conn: &Conn) -> Result<
     Ok(Routed { rule: bind.listeners[listener].rules[entry.rule].clone(), prefix })
 }
 
-/// A request naming its host twice is refused rather than guessed at (RFC 9112 §3.2).
-/// Ambiguous framing never gets this far: hyper lets Transfer-Encoding override
-/// Content-Length, drops the latter and closes the connection after the response
+/// The Host header, if any. A request naming its host twice is refused rather than guessed
+/// at (RFC 9112 §3.2). Ambiguous framing never gets this far: hyper lets Transfer-Encoding
+/// override Content-Length, drops the latter and closes the connection after the response
 /// (RFC 9112 §6.3), so no backend sees both.
-fn check_framing(req: &Request<Incoming>) -> Result<(), Refusal> {
-    if req.headers().get_all(header::HOST).iter().nth(1).is_some() {
+fn single_host(headers: &HeaderMap) -> Result<Option<HeaderValue>, Refusal> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next().cloned();
+    if hosts.next().is_some() {
         return Err(Refusal::BadRequest);
     }
-    Ok(())
+    Ok(host)
 }
 
 /// `a=1&b=x%20y` as decoded pairs, parsed once per request.

@@ -1,11 +1,11 @@
 //! Host lookup: exact names, then `*.suffix` wildcards (longest suffix first), then a
 //! catch-all. Built once per configuration; a lookup allocates nothing for exact hits.
 
-use std::collections::HashMap;
+use crate::FastMap;
 
 #[derive(Debug)]
 pub struct HostMap<T> {
-    exact: HashMap<String, T>,
+    exact: FastMap<String, T>,
     /// (".example.com", value), longest suffix first.
     wildcards: Vec<(String, T)>,
     any: Option<T>,
@@ -13,7 +13,7 @@ pub struct HostMap<T> {
 
 impl<T> Default for HostMap<T> {
     fn default() -> Self {
-        Self { exact: HashMap::new(), wildcards: Vec::new(), any: None }
+        Self { exact: FastMap::default(), wildcards: Vec::new(), any: None }
     }
 }
 

@@ -217,7 +217,9 @@ impl Pool {
     /// connection that body comes from.
     fn put(self: Arc<Self>, mut conn: Http1Conn) {
         let Conns::Http1(idle) = &self.conns else { return };
-        if !conn.poll_io(&mut Context::from_waker(Waker::noop())) {
+        // Usually the exchange settled while the response was read; otherwise one turn of
+        // the connection may settle it.
+        if !conn.sender.is_ready() && !conn.poll_io(&mut Context::from_waker(Waker::noop())) {
             return;
         }
         if conn.sender.is_ready() {
