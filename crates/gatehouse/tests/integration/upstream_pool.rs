@@ -1,6 +1,6 @@
 //! Connections to backends: kept alive and reused across requests whatever the response's
-//! framing, replaced when the backend closed them, never reused after a response broken off,
-//! and never left holding a client's request body.
+//! framing, replaced when the backend closed them (HTTP/1.1 while idle, HTTP/2 by GOAWAY),
+//! never reused after a response broken off, and never left holding a client's request body.
 
 use std::{
     net::SocketAddr,
@@ -252,4 +252,54 @@ async fn read_until(rd: &mut tokio::net::tcp::OwnedReadHalf, seen: &mut Vec<u8>,
         assert!(n > 0, "closed; got {}", String::from_utf8_lossy(seen));
         seen.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// An h2c backend that answers one request per connection, then closes it gracefully
+/// (GOAWAY), as servers rotating their connections do. Counts the connections.
+async fn h2c_one_request_per_connection() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let answered = Arc::new(tokio::sync::Notify::new());
+                let notify = answered.clone();
+                let svc = hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
+                    notify.notify_one();
+                    async { Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from("ok")))) }
+                });
+                let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+                let mut conn = std::pin::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    _ = answered.notified() => conn.as_mut().graceful_shutdown(),
+                }
+                let _ = tokio::time::timeout(PATIENCE, conn).await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn an_http2_backend_rotating_its_connections_loses_no_request() {
+    let (backend, accepted) = h2c_one_request_per_connection().await;
+    let port = free_port();
+    let config = format!(
+        "{CLASS}{}{}{}",
+        http_gateway(port),
+        service_with("svc", Some("kubernetes.io/h2c"), &[(backend, true)]),
+        route("r", "/", "svc")
+    );
+    let _gw = Gateway::start(&config).await;
+    for round in 0..5 {
+        let (code, _, body) = request(req("GET", port, "/", Bytes::new())).await.unwrap();
+        assert_eq!((code, body.as_str()), (200, "ok"), "request {round}");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 5, "one connection per request, as the backend wants");
 }
