@@ -14,7 +14,7 @@ use std::{
 
 pub use pool::{Pool, PooledBody};
 use rustls::{ClientConfig, pki_types::ServerName};
-use translate::ir::BackendProtocol;
+use translate::ir::{BackendProtocol, BackendTls, CertifiedKey};
 
 /// How long an idle connection is kept.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -66,11 +66,21 @@ impl Upstream {
 }
 
 /// Every [`Upstream`]: the plain ones, shared by all configurations, and those made for
-/// TLS backends, which live as long as a configuration uses them.
+/// TLS backends, which live as long as a configuration uses them and are handed to the next
+/// configuration that asks for the same TLS, so that a reload keeps their connections.
 pub struct Upstreams {
     plain_http1: Arc<Upstream>,
     plain_http2: Arc<Upstream>,
     all: Mutex<Vec<Weak<Upstream>>>,
+    tls: Mutex<Vec<(TlsSpec, Weak<Upstream>)>>,
+}
+
+/// What a TLS upstream was made from.
+#[derive(PartialEq)]
+pub struct TlsSpec {
+    pub tls: BackendTls,
+    pub protocol: BackendProtocol,
+    pub certificate: Option<CertifiedKey>,
 }
 
 impl Upstreams {
@@ -78,7 +88,7 @@ impl Upstreams {
         let plain_http1 = Arc::new(upstream(Transport::Plain, Protocol::Http1));
         let plain_http2 = Arc::new(upstream(Transport::Plain, Protocol::Http2));
         let all = Mutex::new(vec![Arc::downgrade(&plain_http1), Arc::downgrade(&plain_http2)]);
-        Self { plain_http1, plain_http2, all }
+        Self { plain_http1, plain_http2, all, tls: Mutex::new(Vec::new()) }
     }
 
     pub fn plain(&self, protocol: Protocol) -> Arc<Upstream> {
@@ -88,15 +98,23 @@ impl Upstreams {
         }
     }
 
+    /// The upstream for `spec`: the one a live configuration already uses, or one made
+    /// with `client` (None when the spec cannot be used).
     pub fn tls(
         &self,
-        config: Arc<ClientConfig>,
-        server_name: ServerName<'static>,
-        protocol: Protocol,
-    ) -> Arc<Upstream> {
-        let made = Arc::new(upstream(Transport::Tls { config, server_name }, protocol));
-        self.all.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&made));
-        made
+        spec: TlsSpec,
+        client: impl FnOnce() -> Option<(Arc<ClientConfig>, ServerName<'static>)>,
+    ) -> Option<Arc<Upstream>> {
+        let mut made = self.tls.lock().unwrap_or_else(|e| e.into_inner());
+        made.retain(|(_, u)| u.strong_count() > 0);
+        if let Some(live) = made.iter().find(|(s, _)| *s == spec).and_then(|(_, u)| u.upgrade()) {
+            return Some(live);
+        }
+        let (config, server_name) = client()?;
+        let upstream = Arc::new(upstream(Transport::Tls { config, server_name }, spec.protocol.into()));
+        self.all.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&upstream));
+        made.push((spec, Arc::downgrade(&upstream)));
+        Some(upstream)
     }
 
     /// Sweeps every upstream now and then, for as long as `upstreams` lives.

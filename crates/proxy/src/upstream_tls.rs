@@ -18,7 +18,7 @@ use rustls::{
 };
 use translate::ir::{BackendProtocol, BackendTls, CertifiedKey, Trust};
 
-use crate::upstream::{Upstream, Upstreams};
+use crate::upstream::{TlsSpec, Upstream, Upstreams};
 
 /// How HTTP requests reach a backend under a BackendTLSPolicy.
 pub struct TlsUpstreams {
@@ -39,9 +39,9 @@ impl TlsUpstreams {
         certificates: &[&CertifiedKey],
         upstreams: &Upstreams,
     ) -> Option<Self> {
-        let upstream = |certificate| {
-            let (config, server_name) = client_config(tls, protocol, certificate)?;
-            Some(upstreams.tls(config, server_name, protocol.into()))
+        let upstream = |certificate: Option<&CertifiedKey>| {
+            let spec = TlsSpec { tls: tls.clone(), protocol, certificate: certificate.cloned() };
+            upstreams.tls(spec, || client_config(tls, protocol, certificate))
         };
         let anonymous = upstream(None)?;
         let by_certificate =

@@ -1,6 +1,13 @@
 //! BackendTLSPolicy: TLS to backends, verified against the policy's CA and hostname.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -12,11 +19,12 @@ use super::common::*;
 
 /// An HTTPS backend presenting the `pki` certificate for `name`; answers `tls-backend`.
 async fn tls_backend(pki: &Pki, name: &str) -> SocketAddr {
-    serve_tls(pki, name, false).await
+    serve_tls(pki, name, false).await.0
 }
 
-/// As [`tls_backend`], optionally insisting on a client certificate from the `pki` CA.
-async fn serve_tls(pki: &Pki, name: &str, require_client_certificate: bool) -> SocketAddr {
+/// As [`tls_backend`], optionally insisting on a client certificate from the `pki` CA; also
+/// counts the handshakes it completed.
+async fn serve_tls(pki: &Pki, name: &str, require_client_certificate: bool) -> (SocketAddr, Arc<AtomicUsize>) {
     let (cert, key) = pki.leaf(name);
     let chain = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
     let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
@@ -36,12 +44,15 @@ async fn serve_tls(pki: &Pki, name: &str, require_client_certificate: bool) -> S
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let count = handshakes.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { return };
-            let acceptor = acceptor.clone();
+            let (acceptor, count) = (acceptor.clone(), count.clone());
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(stream).await else { return };
+                count.fetch_add(1, Ordering::SeqCst);
                 let svc = service_fn(|_req: Request<Incoming>| async {
                     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"tls-backend"))))
                 });
@@ -51,7 +62,7 @@ async fn serve_tls(pki: &Pki, name: &str, require_client_certificate: bool) -> S
             });
         }
     });
-    addr
+    (addr, handshakes)
 }
 
 fn ca_config_map(pki: &Pki) -> String {
@@ -145,7 +156,7 @@ async fn a_policy_without_a_valid_ca_fails_requests_and_says_why() {
 #[tokio::test]
 async fn the_gateway_presents_its_client_certificate_to_tls_backends() {
     let pki = Pki::new(&["backend.example", "gateway.client"]);
-    let backend = serve_tls(&pki, "backend.example", true).await;
+    let (backend, _) = serve_tls(&pki, "backend.example", true).await;
     let validation =
         "    caCertificateRefs: [{group: \"\", kind: ConfigMap, name: backend-ca}]\n    hostname: backend.example\n";
     let extra = format!("{}{}", ca_config_map(&pki), policy(validation));
@@ -166,4 +177,34 @@ async fn the_gateway_presents_its_client_certificate_to_tls_backends() {
     let gateway = resource(&status, "Gateway", "gw");
     assert_eq!(condition(&gateway["status"]["conditions"], "ResolvedRefs")["status"], "True", "{gateway}");
     assert_eq!(get(&format!("http://127.0.0.1:{port}/")).await.unwrap(), (200, "tls-backend".to_string()));
+}
+
+#[tokio::test]
+async fn connections_to_a_tls_backend_outlive_a_reload() {
+    let pki = Pki::new(&["backend.example"]);
+    let (backend, handshakes) = serve_tls(&pki, "backend.example", false).await;
+    let validation =
+        "    caCertificateRefs: [{group: \"\", kind: ConfigMap, name: backend-ca}]\n    hostname: backend.example\n";
+    let tls = format!("{}{}", ca_config_map(&pki), policy(validation));
+    let (gw, port) = start(backend, &tls).await;
+    let url = format!("http://127.0.0.1:{port}");
+    assert_eq!(get(&format!("{url}/")).await.unwrap(), (200, "tls-backend".to_string()));
+
+    // Another route, the same backend and policy: the pooled TLS connection is kept.
+    let config = format!(
+        "{CLASS}{}{}{}{}{tls}",
+        http_gateway(port),
+        route("r", "/", "secure"),
+        route("other", "/other", "secure"),
+        service("secure", backend)
+    );
+    let status = gw.reconfigure(&config).await;
+    assert_eq!(
+        condition(&resource(&status, "HTTPRoute", "other")["status"]["parents"][0]["conditions"], "Accepted")["status"],
+        "True"
+    );
+    for path in ["/", "/other"] {
+        assert_eq!(get(&format!("{url}{path}")).await.unwrap(), (200, "tls-backend".to_string()));
+    }
+    assert_eq!(handshakes.load(Ordering::SeqCst), 1, "one TLS connection, before and after the reload");
 }

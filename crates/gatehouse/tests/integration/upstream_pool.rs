@@ -266,18 +266,27 @@ async fn h2c_one_request_per_connection() -> (SocketAddr, Arc<AtomicUsize>) {
             let Ok((stream, _)) = listener.accept().await else { return };
             count.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
-                let answered = Arc::new(tokio::sync::Notify::new());
-                let notify = answered.clone();
+                // The request, then GOAWAY, then the response: the gateway hears of the close
+                // before it can send another request.
+                let (asked, closing) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+                let (ask, closed) = (asked.clone(), closing.clone());
                 let svc = hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
-                    notify.notify_one();
-                    async { Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from("ok")))) }
+                    let (ask, closed) = (ask.clone(), closed.clone());
+                    async move {
+                        ask.notify_one();
+                        closed.notified().await;
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from("ok"))))
+                    }
                 });
                 let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
                 let mut conn = std::pin::pin!(conn);
                 tokio::select! {
                     _ = conn.as_mut() => return,
-                    _ = answered.notified() => conn.as_mut().graceful_shutdown(),
+                    _ = asked.notified() => {
+                        conn.as_mut().graceful_shutdown();
+                        closing.notify_one();
+                    }
                 }
                 let _ = tokio::time::timeout(PATIENCE, conn).await;
             });
