@@ -43,7 +43,8 @@ pub struct Conns {
     prune_at: usize,
 }
 
-/// Held by a connection for its lifetime.
+/// Held by a connection for its lifetime, and by what outlives it (an upgraded tunnel).
+#[derive(Clone)]
 pub struct ConnGuard {
     _alive: mpsc::Sender<()>,
     signal: Arc<Signal>,

@@ -22,7 +22,9 @@ use crate::{
     Body, BoxError, UpstreamBody,
     config::{BindConfig, Rule},
     handler::{Conn, apply_request_filters, modify_headers},
+    metrics::StreamCounters,
     respond::{Refusal, empty},
+    stream,
     upstream::{Pool, PooledBody},
 };
 
@@ -103,11 +105,13 @@ pub async fn forward(
         && let Some(downstream) = downstream_upgrade
     {
         let upstream = hyper::upgrade::on(&mut response);
+        // The tunnel outlives the HTTP connection: it keeps the connection's place in the
+        // socket's drain, and idles out like any byte stream.
+        let guard = conn.guard.clone();
         tokio::spawn(async move {
             if let (Ok(down), Ok(up)) = (downstream.await, upstream.await) {
-                let mut down = hyper_util::rt::TokioIo::new(down);
-                let mut up = hyper_util::rt::TokioIo::new(up);
-                let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                let (down, up) = (hyper_util::rt::TokioIo::new(down), hyper_util::rt::TokioIo::new(up));
+                stream::pipe(down, up, &guard, StreamCounters::detached()).await;
             }
         });
         let (parts, _) = response.into_parts();
@@ -207,11 +211,18 @@ impl http_body::Body for Tee {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(tx), Some(data)) = (this.mirror.as_mut(), frame.data_ref())
                     && tx.try_send(Frame::data(data.clone())).is_err()
+                    && let Some(tx) = this.mirror.take()
                 {
-                    this.mirror = None;
+                    // Fallen behind: the copy fails rather than reach the mirror cut short.
+                    tx.abort("the mirror fell behind the request body".into());
                 }
             }
-            Poll::Ready(_) => this.mirror = None,
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(tx) = this.mirror.take() {
+                    tx.abort("the request body failed".into());
+                }
+            }
+            Poll::Ready(None) => this.mirror = None,
             Poll::Pending => {}
         }
         polled

@@ -13,6 +13,7 @@ use crate::{
     Body, Shared,
     config::{Action, BindConfig, PathMatcher, Rule},
     cors::Cors,
+    drain::ConnGuard,
     forward,
     hostmap::normalize_host,
     path,
@@ -27,13 +28,20 @@ pub struct Conn {
     pub tls: bool,
     /// For TLS: the listener the SNI chose; a request whose Host picks another answers 421.
     pub sni_listener: Option<usize>,
+    /// The connection's place in its socket's drain.
+    pub guard: ConnGuard,
 }
 
 impl Conn {
-    pub fn new(peer: SocketAddr, local: SocketAddr, tls: bool, sni_listener: Option<usize>) -> Self {
+    pub fn new(
+        (peer, local): (SocketAddr, SocketAddr),
+        tls: bool,
+        sni_listener: Option<usize>,
+        guard: ConnGuard,
+    ) -> Self {
         let peer_ip =
             HeaderValue::try_from(peer.ip().to_canonical().to_string()).expect("an IP address is a header value");
-        Self { peer_ip, local, tls, sni_listener }
+        Self { peer_ip, local, tls, sni_listener, guard }
     }
 }
 

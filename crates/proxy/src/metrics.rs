@@ -69,6 +69,13 @@ pub struct StreamCounters {
     pub sent: Counter,
 }
 
+impl StreamCounters {
+    /// Counters registered nowhere: for tunnels that have no metrics of their own.
+    pub fn detached() -> Self {
+        Self { received: Counter::default(), sent: Counter::default() }
+    }
+}
+
 fn latency() -> Histogram {
     Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
 }

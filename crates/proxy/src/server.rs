@@ -160,7 +160,7 @@ async fn serve(
         (None, None) => {
             let mut stream = stream;
             let Some(prefix) = first_bytes(&mut stream, FIRST_BYTES_TIMEOUT).await else { return };
-            let conn = Arc::new(handler::Conn::new(peer, local, false, None));
+            let conn = Arc::new(handler::Conn::new((peer, local), false, None, guard.clone()));
             let svc = service(state, shared, conn);
             let io = TokioIo::new(Rewind::new(prefix, stream));
             guard.serve(builder.serve_connection_with_upgrades(io, svc).into_owned()).await;
@@ -194,7 +194,7 @@ async fn serve_https<IO>(
     let sni = tls.get_ref().1.server_name().map(str::to_ascii_lowercase).unwrap_or_default();
     let sni_listener = state.load().config.by_host.get(&sni).copied();
     let Some(prefix) = first_bytes(&mut tls, FIRST_BYTES_TIMEOUT).await else { return };
-    let conn = Arc::new(handler::Conn::new(peer, local, true, sni_listener));
+    let conn = Arc::new(handler::Conn::new((peer, local), true, sni_listener, guard.clone()));
     let svc = service(state, shared, conn);
     let io = TokioIo::new(Rewind::new(prefix, tls));
     guard.serve(builder.serve_connection_with_upgrades(io, svc).into_owned()).await;

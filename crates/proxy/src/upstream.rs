@@ -61,7 +61,7 @@ impl Upstream {
     /// have nothing left in them.
     fn sweep(&self) {
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        pools.retain(|_, pool| pool.expire(IDLE_TIMEOUT) || Arc::strong_count(pool) > 1);
+        pools.retain(|_, pool| !pool.expire(IDLE_TIMEOUT) || Arc::strong_count(pool) > 1);
     }
 }
 
@@ -144,4 +144,19 @@ impl Default for Upstreams {
 
 fn upstream(transport: Transport, protocol: Protocol) -> Upstream {
     Upstream { transport, protocol, pools: Mutex::new(HashMap::new()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sweep_forgets_empty_pools_no_configuration_holds() {
+        let upstream = upstream(Transport::Plain, Protocol::Http1);
+        let held = upstream.pool("127.0.0.1:1".parse().unwrap());
+        let forgotten = Arc::downgrade(&upstream.pool("127.0.0.1:2".parse().unwrap()));
+        upstream.sweep();
+        assert!(forgotten.upgrade().is_none(), "an empty pool nobody holds is dropped");
+        assert!(Arc::ptr_eq(&held, &upstream.pool("127.0.0.1:1".parse().unwrap())), "a held pool is kept");
+    }
 }

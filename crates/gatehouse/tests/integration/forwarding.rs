@@ -214,6 +214,8 @@ async fn app_protocol_h2c_makes_the_upstream_request_http2() {
     assert_eq!(code, 200);
     assert_eq!(seen["version"], "HTTP/2.0", "{seen}");
     assert_eq!(seen["path"], "/up");
+    // The client's host is the upstream request's :authority, not the endpoint's address.
+    assert_eq!(seen["authority"], "example.com", "{seen}");
     let (version, code, seen) = h2c_get(&format!("http://127.0.0.1:{port}/both")).await;
     assert_eq!((version, code), (http::Version::HTTP_2, 200));
     assert_eq!(seen["version"], "HTTP/2.0");

@@ -38,6 +38,9 @@ use crate::{BoxError, UpstreamBody};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle HTTP/1.1 connections kept per endpoint; more are closed.
 const MAX_IDLE: usize = 1024;
+/// HTTP/2 pings: how often, and how long an answer may take before the connection is given up.
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(30);
+const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub struct Pool {
     endpoint: SocketAddr,
@@ -49,8 +52,23 @@ pub struct Pool {
 enum Conns {
     /// Idle connections, the most recently used last: they are the likeliest to be open.
     Http1(Mutex<Vec<Idle>>),
-    /// The connection every request shares, and a lock so that only one handshake runs.
-    Http2 { current: Mutex<Option<http2::SendRequest<UpstreamBody>>>, connecting: tokio::sync::Mutex<()> },
+    Http2(Http2Shared),
+}
+
+/// The HTTP/2 connection every request to the endpoint shares.
+struct Http2Shared {
+    /// The connection, numbered so that a request replaces only the one it failed on.
+    current: Mutex<Option<(u64, http2::SendRequest<UpstreamBody>)>>,
+    /// One handshake at a time.
+    connecting: tokio::sync::Mutex<Connecting>,
+}
+
+#[derive(Default)]
+struct Connecting {
+    made: u64,
+    /// When the last handshake failed, and why: requests that waited for it fail at once
+    /// rather than each trying in turn.
+    failed: Option<(Instant, String)>,
 }
 
 struct Idle {
@@ -96,7 +114,10 @@ impl Pool {
         let authority = Authority::try_from(endpoint.to_string()).expect("a socket address is a URI authority");
         let conns = match protocol {
             Protocol::Http1 => Conns::Http1(Mutex::new(Vec::new())),
-            Protocol::Http2 => Conns::Http2 { current: Mutex::new(None), connecting: tokio::sync::Mutex::new(()) },
+            Protocol::Http2 => Conns::Http2(Http2Shared {
+                current: Mutex::new(None),
+                connecting: tokio::sync::Mutex::new(Connecting::default()),
+            }),
         };
         Arc::new(Self { endpoint, authority, transport, conns })
     }
@@ -122,18 +143,21 @@ impl Pool {
                 }
                 self.send_http1(idle, req).await
             }
-            Conns::Http2 { current, connecting } => {
+            Conns::Http2(shared) => {
                 let scheme = match self.transport {
                     Transport::Plain => http::uri::Scheme::HTTP,
                     Transport::Tls { .. } => http::uri::Scheme::HTTPS,
                 };
+                // The client's host travels as :authority (RFC 9113 §8.3.1), not as Host.
+                let host = req.headers_mut().remove(header::HOST);
+                let authority = host.and_then(|h| Authority::try_from(h.as_bytes()).ok());
                 let mut parts = http::uri::Parts::default();
                 parts.scheme = Some(scheme);
-                parts.authority = Some(self.authority.clone());
+                parts.authority = Some(authority.unwrap_or_else(|| self.authority.clone()));
                 parts.path_and_query = Some(path);
                 *req.uri_mut() = Uri::from_parts(parts)?;
                 *req.version_mut() = http::Version::HTTP_2;
-                self.send_http2(current, connecting, req).await
+                self.send_http2(shared, req).await
             }
         }
     }
@@ -182,27 +206,27 @@ impl Pool {
 
     async fn send_http2(
         &self,
-        current: &Mutex<Option<http2::SendRequest<UpstreamBody>>>,
-        connecting: &tokio::sync::Mutex<()>,
+        shared: &Http2Shared,
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, BoxError> {
-        let mut fresh = false;
+        let mut retried = false;
         loop {
-            let open = lock(current).clone().filter(|s| !s.is_closed());
-            let mut sender = match open {
-                Some(s) => s,
-                None => {
-                    fresh = true;
-                    Box::pin(self.connect_http2(current, connecting)).await?
-                }
+            let open = lock(&shared.current).clone().filter(|(_, s)| !s.is_closed());
+            let (fresh, (number, mut sender)) = match open {
+                Some(c) => (false, c),
+                None => (true, Box::pin(self.connect_http2(shared)).await?),
             };
             match sender.try_send_request(req).await {
                 Ok(response) => return Ok(response.map(|body| PooledBody::new(body, None))),
                 Err(mut e) => match e.take_message() {
                     // The shared connection went away before taking the request: once more,
-                    // on a new one.
-                    Some(unsent) if !fresh => {
-                        lock(current).take();
+                    // on the one that replaces it.
+                    Some(unsent) if !fresh && !retried => {
+                        let mut current = lock(&shared.current);
+                        if current.as_ref().is_some_and(|(n, _)| *n == number) {
+                            *current = None;
+                        }
+                        retried = true;
                         req = unsent;
                     }
                     _ => return Err(e.into_error().into()),
@@ -253,9 +277,9 @@ impl Pool {
                 idle.retain_mut(|i| i.since.elapsed() < timeout && i.conn.usable());
                 idle.is_empty()
             }
-            Conns::Http2 { current, .. } => {
-                let mut current = lock(current);
-                if current.as_ref().is_some_and(|s| s.is_closed()) {
+            Conns::Http2(shared) => {
+                let mut current = lock(&shared.current);
+                if current.as_ref().is_some_and(|(_, s)| s.is_closed()) {
                     *current = None;
                 }
                 current.is_none()
@@ -269,27 +293,44 @@ impl Pool {
         Ok(Http1Conn { sender, io: Some(Box::pin(conn.with_upgrades())) })
     }
 
-    async fn connect_http2(
-        &self,
-        current: &Mutex<Option<http2::SendRequest<UpstreamBody>>>,
-        connecting: &tokio::sync::Mutex<()>,
-    ) -> Result<http2::SendRequest<UpstreamBody>, BoxError> {
-        let _one_at_a_time = connecting.lock().await;
-        // Another request may have connected while this one waited.
-        if let Some(s) = lock(current).as_ref().filter(|s| !s.is_closed()) {
-            return Ok(s.clone());
+    async fn connect_http2(&self, shared: &Http2Shared) -> Result<(u64, http2::SendRequest<UpstreamBody>), BoxError> {
+        let asked = Instant::now();
+        let mut connecting = shared.connecting.lock().await;
+        // Another request may have connected, or failed to, while this one waited.
+        if let Some(c) = lock(&shared.current).as_ref().filter(|(_, s)| !s.is_closed()) {
+            return Ok(c.clone());
         }
-        let stream = self.connect().await?;
-        let (sender, conn) =
-            http2::Builder::new(TokioExecutor::new()).timer(TokioTimer::new()).handshake(TokioIo::new(stream)).await?;
+        if let Some((at, why)) = &connecting.failed
+            && *at >= asked
+        {
+            return Err(why.clone().into());
+        }
+        let stream = match self.connect().await {
+            Ok(s) => s,
+            Err(e) => {
+                connecting.failed = Some((Instant::now(), e.to_string()));
+                return Err(e);
+            }
+        };
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            // A backend gone without a reset would otherwise hold every request sent to it.
+            .keep_alive_interval(H2_KEEP_ALIVE)
+            .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .handshake(TokioIo::new(stream))
+            .await?;
         let endpoint = self.endpoint;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%endpoint, "upstream connection: {e}");
             }
         });
-        *lock(current) = Some(sender.clone());
-        Ok(sender)
+        connecting.made += 1;
+        connecting.failed = None;
+        let made = (connecting.made, sender);
+        *lock(&shared.current) = Some(made.clone());
+        Ok(made)
     }
 
     /// TCP, then TLS if the transport asks for it, within [`CONNECT_TIMEOUT`].
@@ -369,7 +410,8 @@ impl Body for PooledBody {
         }
         match &polled {
             Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
+            // Trailers end a body too; servers stop reading after them.
+            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() || this.inner.is_end_stream() => this.release(),
             // A connection whose response broke off is not used again.
             Poll::Ready(Some(Err(_))) => this.held = None,
             _ => {}
