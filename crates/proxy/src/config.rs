@@ -16,6 +16,7 @@ use translate::ir::{self, HttpFilter, PathMatch, RuleAction, StringMatch};
 use crate::{
     FastMap,
     cors::Cors,
+    dns::Resolver,
     hostmap::HostMap,
     metrics::{BackendMetrics, ProxyMetrics, RouteMetrics},
     path::has_prefix,
@@ -236,16 +237,14 @@ pub struct Backend {
     pub metrics: BackendMetrics,
     /// The pool of each endpoint, on the backend's own upstream.
     pub endpoints: Vec<Arc<Pool>>,
-    pub external_name: Option<(String, u16)>,
+    /// An ExternalName Service's name, resolved as requests need it.
+    pub external_name: Option<Arc<Resolver>>,
     /// How HTTP requests reach it; None when its BackendTLSPolicy cannot be used.
     upstream: Option<Arc<Upstream>>,
     /// Under a BackendTLSPolicy: the upstream presenting each Gateway client certificate.
     by_certificate: HashMap<String, Arc<Upstream>>,
     next: AtomicUsize,
 }
-
-/// How long resolving an external name may take.
-const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Backend {
     /// The next endpoint, round-robin.
@@ -262,9 +261,7 @@ impl Backend {
         if let Some(pool) = self.endpoint() {
             return Some(pool.endpoint());
         }
-        let (host, port) = self.external_name.as_ref()?;
-        let lookup = tokio::net::lookup_host((host.as_str(), *port));
-        tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await.ok()?.ok()?.next()
+        self.external_name.as_ref()?.address().await
     }
 
     /// The pool an HTTP request goes out on, from a Gateway that presents `certificate` to
@@ -313,7 +310,7 @@ impl Backends {
                     key: k.as_str().into(),
                     metrics: metrics.backend(&k.as_str().into()),
                     endpoints,
-                    external_name: b.external_name.clone(),
+                    external_name: b.external_name.as_ref().map(|(host, port)| Resolver::new(host.clone(), *port)),
                     upstream,
                     by_certificate,
                     next: AtomicUsize::new(0),

@@ -8,6 +8,7 @@
 
 pub mod config;
 mod cors;
+mod dns;
 mod drain;
 mod forward;
 mod handler;

@@ -312,3 +312,41 @@ async fn an_http2_backend_rotating_its_connections_loses_no_request() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 5, "one connection per request, as the backend wants");
 }
+
+#[tokio::test]
+async fn an_external_name_backend_is_resolved_and_its_connections_pooled() {
+    let (backend, counts) = raw_backend(Mode::KeepAlive).await;
+    let port = free_port();
+    // An address literal resolves without a DNS server, through the same lookup path.
+    let config = format!(
+        "{CLASS}{}---
+apiVersion: v1
+kind: Service
+metadata:
+  name: svc
+spec:
+  type: ExternalName
+  externalName: \"{}\"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: r
+spec:
+  parentRefs:
+    - name: gw
+  rules:
+    - backendRefs:
+        - name: svc
+          port: {}
+",
+        http_gateway(port),
+        backend.ip(),
+        backend.port()
+    );
+    let _gw = Gateway::start(&config).await;
+    for _ in 0..5 {
+        assert_eq!(request(req("GET", port, "/", Bytes::new())).await.unwrap().2, "ok");
+    }
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 1, "one pooled connection to the resolved address");
+}
