@@ -1,5 +1,6 @@
 //! TLS to backends, as a BackendTLSPolicy asks: the certificate must chain to the policy's
-//! CAs (or the system's) and carry the policy's hostname, or one of its subjectAltNames.
+//! CAs (or the system's) and carry the policy's hostname, or one of its subjectAltNames
+//! (hostnames, or URIs compared exactly).
 //! Each such backend gets its own upstreams, made when the configuration is compiled.
 
 use std::{
@@ -12,9 +13,11 @@ use rustls::{
     client::{
         WebPkiServerVerifier,
         danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+        verify_server_cert_signed_by_trust_anchor, verify_server_name,
     },
-    crypto::aws_lc_rs,
+    crypto::{WebPkiSupportedAlgorithms, aws_lc_rs},
     pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject},
+    server::ParsedCertificate,
 };
 use translate::ir::{BackendProtocol, BackendTls, CertifiedKey, Trust};
 
@@ -66,16 +69,20 @@ fn client_config(
         Trust::Invalid => return None,
     }
     let provider = Arc::new(aws_lc_rs::default_provider());
-    let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().ok()?;
+    let roots = Arc::new(roots);
+    let inner = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone()).build().ok()?;
     let server_name = ServerName::try_from(tls.server_name.clone()).ok()?;
-    // subjectAltNames replace the hostname check; URIs cannot be checked by webpki and
-    // never match.
+    // subjectAltNames replace the hostname check. A hostname never holds a ':' (RFC 1123),
+    // a URI always does, after its scheme.
+    let (uris, hostnames): (Vec<&String>, Vec<&String>) = tls.subject_alt_names.iter().partition(|n| n.contains(':'));
     let names = if tls.subject_alt_names.is_empty() {
         vec![server_name.clone()]
     } else {
-        tls.subject_alt_names.iter().filter_map(|n| ServerName::try_from(n.clone()).ok()).collect()
+        hostnames.into_iter().filter_map(|n| ServerName::try_from(n.clone()).ok()).collect()
     };
-    let verifier = Arc::new(NamesVerifier { inner, names });
+    let uris = uris.into_iter().cloned().collect();
+    let verifier =
+        Arc::new(NamesVerifier { inner, roots, algorithms: provider.signature_verification_algorithms, names, uris });
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .ok()?
@@ -113,8 +120,14 @@ fn system_roots() -> &'static [rustls::pki_types::TrustAnchor<'static>] {
 /// Chain validation by webpki; the name check passes if any of the allowed names matches.
 #[derive(Debug)]
 struct NamesVerifier {
+    /// For handshake signatures.
     inner: Arc<WebPkiServerVerifier>,
+    roots: Arc<RootCertStore>,
+    algorithms: WebPkiSupportedAlgorithms,
+    /// DNS names (or IP addresses) the certificate may carry.
     names: Vec<ServerName<'static>>,
+    /// URIs the certificate may carry, compared exactly.
+    uris: Vec<String>,
 }
 
 impl ServerCertVerifier for NamesVerifier {
@@ -123,17 +136,17 @@ impl ServerCertVerifier for NamesVerifier {
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         _server_name: &ServerName<'_>,
-        ocsp: &[u8],
+        _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let mut last = rustls::Error::General("no name to verify the certificate against".into());
-        for name in &self.names {
-            match self.inner.verify_server_cert(end_entity, intermediates, name, ocsp, now) {
-                Ok(ok) => return Ok(ok),
-                Err(e) => last = e,
-            }
+        let cert = ParsedCertificate::try_from(end_entity)?;
+        verify_server_cert_signed_by_trust_anchor(&cert, &self.roots, intermediates, now, self.algorithms.all)?;
+        if self.names.iter().any(|name| verify_server_name(&cert, name).is_ok())
+            || (!self.uris.is_empty() && uri_names(end_entity).iter().any(|uri| self.uris.contains(uri)))
+        {
+            return Ok(ServerCertVerified::assertion());
         }
-        Err(last)
+        Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
     }
 
     fn verify_tls12_signature(
@@ -157,4 +170,18 @@ impl ServerCertVerifier for NamesVerifier {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
     }
+}
+
+/// The URIs among a certificate's subjectAltNames; none if it does not parse.
+fn uri_names(cert: &CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert) else { return Vec::new() };
+    let Ok(Some(san)) = parsed.subject_alternative_name() else { return Vec::new() };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            x509_parser::extensions::GeneralName::URI(uri) => Some(uri.to_string()),
+            _ => None,
+        })
+        .collect()
 }

@@ -140,6 +140,41 @@ async fn a_certificate_for_another_name_is_refused_unless_a_subject_alt_name_all
 }
 
 #[tokio::test]
+async fn a_certificate_from_another_ca_is_refused_whatever_names_it_carries() {
+    let (ours, theirs) = (Pki::new(&["backend.example"]), Pki::new(&["backend.example"]));
+    let backend = tls_backend(&theirs, "backend.example").await;
+    let validation = "    caCertificateRefs: [{group: \"\", kind: ConfigMap, name: backend-ca}]\n    hostname: backend.example\n    subjectAltNames: [{type: Hostname, hostname: backend.example}]\n";
+    let (_gw, port) = start(backend, &format!("{}{}", ca_config_map(&ours), policy(validation))).await;
+    assert_eq!(get(&format!("http://127.0.0.1:{port}/")).await.unwrap().0, 502);
+}
+
+#[tokio::test]
+async fn a_uri_subject_alt_name_is_matched_exactly() {
+    let spiffe = "spiffe://cluster.local/ns/default/sa/backend";
+    let pki = Pki::new(&[spiffe]);
+    let backend = tls_backend(&pki, spiffe).await;
+    let validation = |uri: &str| {
+        format!(
+            "    caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: backend-ca}}]\n    hostname: backend.example\n    subjectAltNames: [{{type: URI, uri: \"{uri}\"}}]\n"
+        )
+    };
+    let (gw, port) = start(backend, &format!("{}{}", ca_config_map(&pki), policy(&validation(spiffe)))).await;
+    let url = format!("http://127.0.0.1:{port}/");
+    assert_eq!(get(&url).await.unwrap(), (200, "tls-backend".to_string()));
+
+    let other = format!(
+        "{CLASS}{}{}{}{}{}",
+        http_gateway(port),
+        route("r", "/", "secure"),
+        service("secure", backend),
+        ca_config_map(&pki),
+        policy(&validation("spiffe://cluster.local/ns/default/sa/other"))
+    );
+    gw.reconfigure(&other).await;
+    assert_eq!(get(&url).await.unwrap().0, 502, "another URI does not match");
+}
+
+#[tokio::test]
 async fn a_policy_without_a_valid_ca_fails_requests_and_says_why() {
     let pki = Pki::new(&["backend.example"]);
     let backend = tls_backend(&pki, "backend.example").await;

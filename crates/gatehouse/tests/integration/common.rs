@@ -500,7 +500,7 @@ pub async fn get_json(port: u16, path: &str, host: &str) -> (u16, serde_json::Va
     (code, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
 }
 
-/// A test CA and leaf certificates it signed, one per name.
+/// A test CA and leaf certificates it signed, one per name (a DNS name, or a URI).
 pub struct Pki {
     /// The CA certificate, PEM.
     pub ca_pem: String,
@@ -521,7 +521,13 @@ impl Pki {
             .iter()
             .map(|name| {
                 let key = KeyPair::generate().unwrap();
-                let cert = CertificateParams::new(vec![name.to_string()]).unwrap().signed_by(&key, &ca).unwrap();
+                let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+                // A name with a scheme is a URI subjectAltName (a SPIFFE ID, say), else DNS.
+                params.subject_alt_names = vec![match name.contains("://") {
+                    true => rcgen::SanType::URI((*name).try_into().unwrap()),
+                    false => rcgen::SanType::DnsName((*name).try_into().unwrap()),
+                }];
+                let cert = params.signed_by(&key, &ca).unwrap();
                 (name.to_string(), cert.der().clone(), cert.pem(), key.serialize_pem())
             })
             .collect();
