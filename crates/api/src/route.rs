@@ -198,9 +198,54 @@ pub struct HttpRouteFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<CorsFilter>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub external_auth: Option<serde_json::Value>,
+    pub external_auth: Option<ExternalAuthFilter>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extension_ref: Option<LocalObjectReference>,
+}
+
+/// `HTTPExternalAuthFilter` (experimental): ask an authorization service first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalAuthFilter {
+    /// `GRPC` (Envoy's ext_authz) or `HTTP`.
+    pub protocol: String,
+    pub backend_ref: BackendRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcAuthConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpAuthConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_body: Option<ForwardBody>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcAuthConfig {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_headers: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpAuthConfig {
+    /// Prefixed to the request's path in the authorization request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Client headers sent besides Host, Method, Path, Content-Length and Authorization.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_headers: Vec<String>,
+    /// Authorization response headers copied into the request to the backend (all but Host
+    /// when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_response_headers: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForwardBody {
+    /// Bytes of the request body sent to the authorization service; 0 sends none.
+    #[serde(default)]
+    pub max_size: u32,
 }
 
 /// `HTTPCORSFilter`.

@@ -364,6 +364,21 @@ fn filters(v: &mut Errors, path: &str, filters: &[HttpRouteFilter], http: bool) 
                 );
             }
         }
+        if let Some(a) = &f.external_auth {
+            let at = format!("{here}.externalAuth");
+            backend_ref(v, &format!("{at}.backendRef"), &a.backend_ref);
+            if a.protocol != "GRPC" && a.protocol != "HTTP" {
+                v.add(
+                    &format!("{at}.protocol"),
+                    &format!("unsupported value {:?}: supported values are GRPC, HTTP", a.protocol),
+                );
+            }
+            let (grpc, http) = (a.protocol == "GRPC", a.protocol == "HTTP");
+            v.check(!grpc || a.grpc.is_some(), &at, "grpc must be specified when protocol is set to 'GRPC'");
+            v.check(a.grpc.is_none() || grpc, &at, "protocol must be 'GRPC' when grpc is set");
+            v.check(!http || a.http.is_some(), &at, "http must be specified when protocol is set to 'HTTP'");
+            v.check(a.http.is_none() || http, &at, "protocol must be 'HTTP' when http is set");
+        }
         if let Some(r) = &f.request_redirect {
             if let Some(s) = &r.scheme {
                 v.check(

@@ -8,6 +8,7 @@ mod integration {
     mod backend_tls;
     mod check;
     mod cors;
+    mod external_auth;
     mod filters;
     mod forwarding;
     mod grpc;

@@ -218,6 +218,7 @@ pub struct Rule {
     pub timeouts: Option<ir::Timeouts>,
     pub retry: Option<ir::Retry>,
     pub cors: Option<Cors>,
+    pub external_auth: Option<ir::ExternalAuth>,
 }
 
 pub enum Action {
@@ -401,6 +402,10 @@ impl Rule {
             retry: r.retry.clone(),
             cors: r.filters.iter().find_map(|f| match f {
                 HttpFilter::Cors(c) => Some(Cors::compile(c)),
+                _ => None,
+            }),
+            external_auth: r.filters.iter().find_map(|f| match f {
+                HttpFilter::ExternalAuth(a) => Some(a.clone()),
                 _ => None,
             }),
         }

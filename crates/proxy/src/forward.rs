@@ -31,8 +31,10 @@ use crate::{
 /// Bodies up to this size are kept so that a failed attempt can be retried.
 const RETRY_BODY_LIMIT: u64 = 64 * 1024;
 
+/// Forwards `req`; `read` is its body when something before (ExternalAuth) read it.
 pub async fn forward(
     mut req: Request<Incoming>,
+    read: Option<Bytes>,
     bind: &BindConfig,
     conn: &Conn,
     rule: &Rule,
@@ -45,18 +47,17 @@ pub async fn forward(
 
     // A retried request needs its body again: keep small, known-length bodies in memory.
     let retries = match &rule.retry {
-        Some(r) if upgrade.is_none() && replayable(&req) => r.attempts,
+        Some(r) if upgrade.is_none() && (read.is_some() || replayable(&req)) => r.attempts,
         _ => 0,
     };
     let (mut parts, body) = req.into_parts();
     prepare_headers(&mut parts.headers, conn, upgrade.as_ref());
     // The last attempt takes the headers; earlier ones (retries) work on copies.
     let mut headers = Some(std::mem::take(&mut parts.headers));
-    let mut body = if retries > 0 {
-        let bytes = body.collect().await.map_err(|_| Refusal::BadRequest)?.to_bytes();
-        Pending::Buffered(bytes)
-    } else {
-        Pending::Stream(Some(body))
+    let mut body = match read {
+        Some(bytes) => Pending::Buffered(bytes),
+        None if retries > 0 => Pending::Buffered(body.collect().await.map_err(|_| Refusal::BadRequest)?.to_bytes()),
+        None => Pending::Stream(Some(body)),
     };
 
     let attempts = async {
@@ -251,7 +252,7 @@ const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_LEN] = [
 /// Removes hop-by-hop headers, those named in `Connection` too, keeping what an upgrade
 /// needs and `te: trailers`, which gRPC requires over HTTP/2 (`Pool::send` drops it for
 /// HTTP/1.1).
-fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
     // Which hop-by-hop names are present, in one pass over the names: most messages carry
     // none, or only `connection`.
     let mut present = [false; HOP_BY_HOP_LEN];

@@ -14,6 +14,7 @@ use crate::{
     config::{Action, BindConfig, PathMatcher, Rule},
     cors::Cors,
     drain::ConnGuard,
+    ext_auth::{self, Verdict},
     forward,
     hostmap::normalize_host,
     path,
@@ -190,11 +191,23 @@ async fn run_rule(
         Some(cors) => cors.allowed_origin(req.headers()),
         None => None,
     };
-    apply_request_filters(&mut req, &rule.filters, prefix.as_deref())?;
-    let mut response = match &rule.action {
-        Action::Respond(status) => return Err(if *status == 500 { Refusal::Invalid } else { Refusal::NoRoute }),
-        Action::Redirect(r) => redirect(&req, r, conn, prefix.as_deref()),
-        Action::Forward { .. } => forward::forward(req, bind, conn, rule, prefix.as_deref()).await?,
+    // The authorization service sees the request as the client sent it.
+    let verdict = match &rule.external_auth {
+        Some(auth) => ext_auth::check(&mut req, auth, bind).await?,
+        None => Verdict::Allow(None),
+    };
+    let mut response = match verdict {
+        Verdict::Deny(response) => response,
+        Verdict::Allow(read) => {
+            apply_request_filters(&mut req, &rule.filters, prefix.as_deref())?;
+            match &rule.action {
+                Action::Respond(status) => {
+                    return Err(if *status == 500 { Refusal::Invalid } else { Refusal::NoRoute });
+                }
+                Action::Redirect(r) => redirect(&req, r, conn, prefix.as_deref()),
+                Action::Forward { .. } => forward::forward(req, read, bind, conn, rule, prefix.as_deref()).await?,
+            }
+        }
     };
     if let (Some(cors), Some(origin)) = (&rule.cors, cors_origin) {
         cors.decorate(response.headers_mut(), origin);
@@ -226,9 +239,12 @@ pub fn apply_request_filters<B>(
                     *req.uri_mut() = Uri::from_parts(parts).map_err(|_| Refusal::Invalid)?;
                 }
             }
-            // Mirrors are sent by `forward`, response headers after the response; CORS is
-            // compiled into the rule.
-            HttpFilter::Mirror(_) | HttpFilter::ResponseHeaders(_) | HttpFilter::Cors(_) => {}
+            // Mirrors are sent by `forward`, response headers after the response; CORS and
+            // ExternalAuth are compiled into the rule and run before.
+            HttpFilter::Mirror(_)
+            | HttpFilter::ResponseHeaders(_)
+            | HttpFilter::Cors(_)
+            | HttpFilter::ExternalAuth(_) => {}
         }
     }
     Ok(())

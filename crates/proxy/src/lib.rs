@@ -10,6 +10,7 @@ pub mod config;
 mod cors;
 mod dns;
 mod drain;
+mod ext_auth;
 mod forward;
 mod handler;
 pub mod hostmap;

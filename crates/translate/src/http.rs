@@ -16,8 +16,9 @@ use crate::{
     backends::{self, Transport, Unresolved},
     hostname,
     ir::{
-        Backend, Cors, HeaderModifier, HttpFilter, HttpMatch, HttpRule, Mirror, PathMatch, PathRewrite, Redirect,
-        Retry, RouteEntry, RuleAction, StringMatch, Timeouts, UrlRewrite, ValueMatch, VirtualHost, WeightedBackend,
+        Backend, Cors, ExternalAuth, HeaderModifier, HttpFilter, HttpMatch, HttpRule, Mirror, PathMatch, PathRewrite,
+        Redirect, Retry, RouteEntry, RuleAction, StringMatch, Timeouts, UrlRewrite, ValueMatch, VirtualHost,
+        WeightedBackend,
     },
     status::reason,
     store::{Object, Snapshot},
@@ -324,6 +325,39 @@ impl RuleCtx<'_, '_> {
                         allow_headers: c.allow_headers.clone(),
                         expose_headers: c.expose_headers.clone(),
                         max_age_seconds: c.max_age.max(0) as u32,
+                    }));
+                }
+                "ExternalAuth" => {
+                    let Some(a) = &f.external_auth else { continue };
+                    if a.protocol != "HTTP" {
+                        failed = Some(FilterError::Unsupported(format!(
+                            "ExternalAuth over protocol {} is not supported yet",
+                            a.protocol
+                        )));
+                        continue;
+                    }
+                    let backend = match backends::resolve(
+                        self.snapshot,
+                        self.kind,
+                        self.namespace,
+                        &a.backend_ref,
+                        Transport::Http,
+                        self.backends,
+                    ) {
+                        Ok(key) => Some(key),
+                        Err(u) => {
+                            self.note_unresolved(u);
+                            None
+                        }
+                    };
+                    let http = a.http.clone().unwrap_or_default();
+                    let lower = |names: Vec<String>| names.into_iter().map(|n| n.to_ascii_lowercase()).collect();
+                    out.push(HttpFilter::ExternalAuth(ExternalAuth {
+                        backend,
+                        path_prefix: http.path.unwrap_or_default(),
+                        allowed_headers: lower(http.allowed_headers),
+                        allowed_response_headers: lower(http.allowed_response_headers),
+                        max_body: a.forward_body.as_ref().map_or(0, |b| b.max_size),
                     }));
                 }
                 // Carried out by the rule's action.

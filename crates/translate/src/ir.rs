@@ -183,10 +183,13 @@ pub struct HttpRule {
 impl HttpRule {
     /// Every backend key this rule sends to, mirrors included.
     pub fn backend_keys(&self) -> Vec<&str> {
+        // Mirrors and authorization services are backends too.
         fn mirrors<'a>(filters: &'a [HttpFilter], keys: &mut Vec<&'a str>) {
             for f in filters {
-                if let HttpFilter::Mirror(Mirror { backend: Some(k), .. }) = f {
-                    keys.push(k);
+                match f {
+                    HttpFilter::Mirror(Mirror { backend: Some(k), .. })
+                    | HttpFilter::ExternalAuth(ExternalAuth { backend: Some(k), .. }) => keys.push(k),
+                    _ => {}
                 }
             }
         }
@@ -231,6 +234,24 @@ pub enum HttpFilter {
     UrlRewrite(UrlRewrite),
     Mirror(Mirror),
     Cors(Cors),
+    ExternalAuth(ExternalAuth),
+}
+
+/// The ExternalAuth filter over HTTP: the authorization service answers 200 to let a
+/// request through, anything else is the client's answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExternalAuth {
+    /// `None` when the backendRef is invalid: requests are refused (the filter fails closed).
+    pub backend: Option<String>,
+    /// Prefixed to the request's path.
+    pub path_prefix: String,
+    /// Lower-case client header names sent besides Host, Authorization and Content-Length.
+    pub allowed_headers: Vec<String>,
+    /// Lower-case response header names copied into the request to the backend; all but Host
+    /// when empty.
+    pub allowed_response_headers: Vec<String>,
+    /// Bytes of the request body sent along (0: none).
+    pub max_body: u32,
 }
 
 /// The Gateway API CORS filter: preflights answered here, CORS headers on responses to

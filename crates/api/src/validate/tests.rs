@@ -140,3 +140,20 @@ fn backend_tls_policy_needs_one_source_of_trust() {
     let e = errors(policy(both));
     assert!(has(&e, "must not contain both"), "{e:?}");
 }
+
+#[test]
+fn external_auth_needs_the_settings_of_its_protocol() {
+    let auth = |settings: serde_json::Value| {
+        let mut filter = serde_json::json!({"protocol": "HTTP", "backendRef": {"name": "auth", "port": 80}});
+        filter.as_object_mut().unwrap().extend(settings.as_object().unwrap().clone());
+        errors(route(serde_json::json!([{"filters": [{"type": "ExternalAuth", "externalAuth": filter}]}])))
+    };
+    assert!(auth(serde_json::json!({"http": {}})).is_empty());
+    assert!(has(&auth(serde_json::json!({})), "http must be specified when protocol is set to 'HTTP'"));
+    assert!(has(&auth(serde_json::json!({"http": {}, "grpc": {}})), "protocol must be 'GRPC' when grpc is set"));
+    assert!(has(
+        &auth(serde_json::json!({"protocol": "GRPC"})),
+        "grpc must be specified when protocol is set to 'GRPC'"
+    ));
+    assert!(has(&auth(serde_json::json!({"protocol": "SOAP", "http": {}})), "supported values are GRPC, HTTP"));
+}

@@ -304,34 +304,47 @@ fn describe(name: &str, parts: &http::request::Parts, body: &[u8]) -> serde_json
 /// makes the response carry that header.
 pub async fn recording_backend(name: &'static str) -> (SocketAddr, Seen) {
     let seen: Seen = Default::default();
+    let log = seen.clone();
+    let addr = http_server(move |req: Request<Incoming>| {
+        let log = log.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let description = describe(name, &parts, &body);
+            log.lock().unwrap().push(description.clone());
+            let mut resp = Response::new(Full::new(Bytes::from(description.to_string())));
+            for v in parts.headers.get_all("x-echo-response-header") {
+                if let Some((n, v)) = v.to_str().ok().and_then(|s| s.split_once('='))
+                    && let (Ok(n), Ok(v)) =
+                        (http::HeaderName::from_bytes(n.trim().as_bytes()), http::HeaderValue::from_str(v.trim()))
+                {
+                    resp.headers_mut().append(n, v);
+                }
+            }
+            resp
+        }
+    })
+    .await;
+    (addr, seen)
+}
+
+/// An HTTP/1.1 and h2c server on 127.0.0.1 (upgrades too) answering every request with
+/// `handle`.
+pub async fn http_server<F, Fut>(handle: F) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let log = seen.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { return };
-            let log = log.clone();
+            let handle = handle.clone();
             tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let log = log.clone();
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        let description = describe(name, &parts, &body);
-                        log.lock().unwrap().push(description.clone());
-                        let mut resp = Response::new(Full::new(Bytes::from(description.to_string())));
-                        for v in parts.headers.get_all("x-echo-response-header") {
-                            if let Some((n, v)) = v.to_str().ok().and_then(|s| s.split_once('='))
-                                && let (Ok(n), Ok(v)) = (
-                                    http::HeaderName::from_bytes(n.trim().as_bytes()),
-                                    http::HeaderValue::from_str(v.trim()),
-                                )
-                            {
-                                resp.headers_mut().append(n, v);
-                            }
-                        }
-                        Ok::<_, Infallible>(resp)
-                    }
+                let svc = service_fn(move |req| {
+                    let answer = handle(req);
+                    async move { Ok::<_, Infallible>(answer.await) }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection_with_upgrades(TokioIo::new(stream), svc)
@@ -339,7 +352,7 @@ pub async fn recording_backend(name: &'static str) -> (SocketAddr, Seen) {
             });
         }
     });
-    (addr, seen)
+    addr
 }
 
 /// A backend that waits `delay` before answering 200 `slow`.

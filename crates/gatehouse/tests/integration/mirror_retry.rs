@@ -1,7 +1,6 @@
 //! RequestMirror and HTTPRoute retries.
 
 use std::{
-    convert::Infallible,
     net::SocketAddr,
     sync::{
         Arc,
@@ -12,8 +11,7 @@ use std::{
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{Request, Response, body::Incoming, service::service_fn};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::{Request, Response, body::Incoming};
 
 use super::common::*;
 
@@ -89,30 +87,18 @@ async fn a_mirror_with_percent_0_gets_nothing() {
 /// Answers 503 to the first `failures` requests, then 200; counts every request.
 async fn flaky_backend(failures: usize) -> (SocketAddr, Arc<AtomicUsize>) {
     let count = Arc::new(AtomicUsize::new(0));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let seen = count.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |_req: Request<Incoming>| {
-                    let n = seen.fetch_add(1, Ordering::SeqCst);
-                    async move {
-                        let mut resp = Response::new(Full::new(Bytes::from_static(b"flaky")));
-                        if n < failures {
-                            *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
-                        }
-                        Ok::<_, Infallible>(resp)
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
+    let addr = http_server(move |_req: Request<Incoming>| {
+        let n = seen.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let mut resp = Response::new(Full::new(Bytes::from_static(b"flaky")));
+            if n < failures {
+                *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+            }
+            resp
         }
-    });
+    })
+    .await;
     (addr, count)
 }
 

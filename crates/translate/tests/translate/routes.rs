@@ -398,7 +398,7 @@ spec:
   gatewayClassName: gatehouse
   listeners: [{name: http, port: 80, protocol: HTTP}]
 ";
-    let auth = "{type: ExternalAuth, externalAuth: {protocol: HTTP, backendRef: {name: auth, port: 80}, http: {}}}";
+    let auth = "{type: ExternalAuth, externalAuth: {protocol: GRPC, backendRef: {name: auth, port: 80}, grpc: {}}}";
     let t = run(&format!(
         "{gateway}---
 apiVersion: gateway.networking.k8s.io/v1
@@ -427,7 +427,7 @@ spec:
     let message =
         p["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "PartiallyInvalid").unwrap()["message"]
             .clone();
-    assert!(message.as_str().unwrap().starts_with("Dropped Rule 0: filter type ExternalAuth"), "{message}");
+    assert!(message.as_str().unwrap().starts_with("Dropped Rule 0: ExternalAuth over protocol GRPC"), "{message}");
     let wholly = t.route("default", "wholly");
     assert_eq!(cond(parent(&wholly, "gw"), "Accepted"), "False/UnsupportedValue");
     let gw = t.gateway("default", "gw");
@@ -438,4 +438,42 @@ spec:
         .map(|e| format!("{:?}", e.matcher.path))
         .collect();
     assert_eq!(paths, ["Prefix(\"/plain\")"], "only the kept rule is served");
+}
+
+/// ExternalAuth over HTTP compiles to the IR with its backend resolved; an authorization
+/// service that does not exist is a ResolvedRefs failure, and the rule stays (it refuses).
+#[test]
+fn external_auth_over_http_resolves_its_backend() {
+    let auth = |name: &str, service: &str| {
+        route(
+            name,
+            "infra",
+            &format!(
+                "  parentRefs: [{{name: gw}}]\n  hostnames: [{name}.example]\n  rules: [{{filters: [{{type: ExternalAuth, externalAuth: {{protocol: HTTP, backendRef: {{name: {service}, port: 8080}}, http: {{path: /check, allowedHeaders: [X-Trace], allowedResponseHeaders: [X-User]}}, forwardBody: {{maxSize: 16}}}}}}], backendRefs: [{{name: local, port: 8080}}]}}]\n"
+            ),
+        )
+    };
+    let t = run(&format!("{GATEWAY_INFRA}{BACKENDS}{}{}", auth("good", "local"), auth("missing", "nonexistent")));
+    let resolved = |name: &str| cond(parent(&t.route("infra", name), "gw"), "ResolvedRefs");
+    assert_eq!(resolved("good"), "True/ResolvedRefs");
+    assert_eq!(resolved("missing"), "False/BackendNotFound");
+    assert_eq!(cond(parent(&t.route("infra", "missing"), "gw"), "Accepted"), "True/Accepted");
+
+    let rules = &t.ir_listener("infra/gw/http").rules;
+    let filters: Vec<_> = rules.iter().flat_map(|r| &r.filters).collect();
+    let auths: Vec<_> = filters
+        .iter()
+        .filter_map(|f| match f {
+            translate::ir::HttpFilter::ExternalAuth(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(auths.len(), 2, "{filters:?}");
+    let good = auths.iter().find(|a| a.backend.is_some()).expect("the resolved one");
+    assert_eq!(good.path_prefix, "/check");
+    assert_eq!(good.allowed_headers, ["x-trace"]);
+    assert_eq!(good.allowed_response_headers, ["x-user"]);
+    assert_eq!(good.max_body, 16);
+    let backend = good.backend.as_deref().unwrap();
+    assert!(t.output.config.backends.contains_key(backend), "the service is in the IR's backends: {backend}");
 }
