@@ -1,10 +1,11 @@
 //! The ExternalAuth filter over HTTP (Gateway API, experimental). Before a request goes on,
 //! the authorization service gets its method, its path after the filter's prefix, its Host,
-//! Authorization and allowed headers, and its body up to `forwardBody.maxSize` (with a
-//! Content-Length saying how much). A 200 lets the request through, carrying the service's
-//! response headers (the allowed ones, or all but Host); any other answer goes to the client
-//! as it came. A service that cannot be reached, or answers too late, denies: the filter
-//! fails closed, with 403.
+//! Authorization and allowed headers, and the start of its body up to
+//! `forwardBody.maxSize` (with a Content-Length saying how much). A 200 lets the request
+//! through, carrying the service's response headers (the allowed ones, or all but Host and
+//! those that describe the answer itself); any other answer goes to the client as it came.
+//! A service that cannot be reached, or that takes longer than [`AUTH_TIMEOUT`] for the
+//! whole exchange, denies: the filter fails closed, with 403.
 
 use std::time::Duration;
 
@@ -17,65 +18,86 @@ use translate::ir::ExternalAuth;
 use crate::{
     Body,
     config::BindConfig,
-    forward::strip_hop_by_hop,
+    forward::{HOP_BY_HOP, strip_hop_by_hop},
     respond::{Refusal, full},
 };
 
-/// How long the authorization service may take to answer.
+/// How long the whole exchange with the authorization service may take, reading the start
+/// of the client's body included.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most of an allowing answer's body read (and dropped) to reuse its connection.
 const DRAIN_LIMIT: usize = 64 * 1024;
 
 /// What the service decided.
 pub enum Verdict {
-    /// Go on; with the request body when it was read to be sent along.
-    Allow(Option<Bytes>),
+    /// Go on, with what was read of the request body to send it along.
+    Allow(Option<ReadBody>),
     Deny(Response<Body>),
+}
+
+/// The start of a request body, read to send it to the authorization service.
+pub struct ReadBody {
+    pub bytes: Bytes,
+    /// Whether that was all of it; if not, the rest is still in the request.
+    pub complete: bool,
 }
 
 pub async fn check(req: &mut Request<Incoming>, auth: &ExternalAuth, bind: &BindConfig) -> Result<Verdict, Refusal> {
     let backend = auth.backend.as_deref().and_then(|k| bind.backends.by_key.get(k)).ok_or(Refusal::Invalid)?;
-    let body = match auth.max_body {
-        0 => None,
-        limit => match read_body(req.body_mut(), limit as usize).await? {
-            Some(body) => Some(body),
-            None => return Ok(Verdict::Deny(status(StatusCode::PAYLOAD_TOO_LARGE))),
-        },
-    };
-    let ask = authorization_request(req, auth, body.clone().unwrap_or_default());
-    let pool = backend.pool(bind.backend_client_certificate.as_deref()).await?;
-    let answer = match tokio::time::timeout(AUTH_TIMEOUT, pool.send(ask)).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(e)) => {
+    let prefix = auth.path_prefix.trim_end_matches('/');
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    // A prefix that makes no URI is a configuration error, not a reason to ask about `/`.
+    let uri = Uri::try_from(format!("{prefix}{path}")).map_err(|_| Refusal::Invalid)?;
+    let exchange = async {
+        let read = match auth.max_body {
+            0 => None,
+            limit => Some(read_start(req.body_mut(), limit as usize).await?),
+        };
+        let sent =
+            read.as_ref().map_or_else(Bytes::new, |r| r.bytes.slice(..r.bytes.len().min(auth.max_body as usize)));
+        let ask = authorization_request(req, uri, auth, sent);
+        let pool = backend.pool(bind.backend_client_certificate.as_deref()).await?;
+        let answer = pool.send(ask).await.map_err(|e| {
             tracing::debug!(backend = %backend.key, "authorization request failed: {e}");
-            return Ok(Verdict::Deny(status(StatusCode::FORBIDDEN)));
+            Refusal::UpstreamFailed
+        })?;
+        if answer.status() != StatusCode::OK {
+            let (mut parts, body) = answer.into_parts();
+            strip_hop_by_hop(&mut parts.headers, None);
+            return Ok(Verdict::Deny(Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())));
         }
-        Err(_) => {
-            tracing::debug!(backend = %backend.key, "authorization request timed out");
-            return Ok(Verdict::Deny(status(StatusCode::FORBIDDEN)));
-        }
+        let (parts, answer_body) = answer.into_parts();
+        grant(&parts.headers, req.headers_mut(), &auth.allowed_response_headers);
+        // Read to the end (small, as allowing answers are), so that the connection is reused.
+        let _ = Limited::new(answer_body, DRAIN_LIMIT).collect().await;
+        Ok(Verdict::Allow(read))
     };
-    if answer.status() != StatusCode::OK {
-        let (mut parts, body) = answer.into_parts();
-        strip_hop_by_hop(&mut parts.headers, None);
-        return Ok(Verdict::Deny(Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())));
+    match tokio::time::timeout(AUTH_TIMEOUT, exchange).await {
+        Ok(Err(Refusal::UpstreamFailed | Refusal::NoEndpoints)) => Ok(Verdict::Deny(status(StatusCode::FORBIDDEN))),
+        Ok(verdict) => verdict,
+        Err(_) => {
+            tracing::debug!(backend = %backend.key, "authorization timed out");
+            Ok(Verdict::Deny(status(StatusCode::FORBIDDEN)))
+        }
     }
-    let (parts, answer_body) = answer.into_parts();
-    copy_granted(&parts.headers, req.headers_mut(), &auth.allowed_response_headers);
-    // Read to the end (small, as allowing answers are), so that the connection is reused.
-    let _ = Limited::new(answer_body, DRAIN_LIMIT).collect().await;
-    Ok(Verdict::Allow(body))
 }
 
 /// The request to the authorization service.
-fn authorization_request(req: &Request<Incoming>, auth: &ExternalAuth, body: Bytes) -> Request<crate::UpstreamBody> {
-    let prefix = auth.path_prefix.trim_end_matches('/');
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let uri = Uri::try_from(format!("{prefix}{path}")).unwrap_or_else(|_| Uri::from_static("/"));
+fn authorization_request(
+    req: &Request<Incoming>,
+    uri: Uri,
+    auth: &ExternalAuth,
+    body: Bytes,
+) -> Request<crate::UpstreamBody> {
     let mut headers = HeaderMap::new();
     let always = [header::HOST, header::AUTHORIZATION];
-    let allowed = auth.allowed_headers.iter().filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok());
-    for name in always.into_iter().chain(allowed) {
+    // The allowed headers, but none of those sent anyway nor any that frame a message.
+    let allowed = auth
+        .allowed_headers
+        .iter()
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+        .filter(|n| !always.contains(n) && *n != header::CONTENT_LENGTH && !HOP_BY_HOP.contains(n));
+    for name in always.clone().into_iter().chain(allowed) {
         for value in req.headers().get_all(&name) {
             headers.append(name.clone(), value.clone());
         }
@@ -88,36 +110,56 @@ fn authorization_request(req: &Request<Incoming>, auth: &ExternalAuth, body: Byt
     ask
 }
 
-/// Copies the granted headers of an allowing answer into the request: the allowed ones, or
-/// every one but Host and what frames the answer itself.
-fn copy_granted(answer: &HeaderMap, request: &mut HeaderMap, allowed: &[String]) {
-    let framing = [header::HOST, header::CONTENT_LENGTH, header::TRANSFER_ENCODING, header::CONNECTION];
-    let granted = |name: &HeaderName| {
-        if allowed.is_empty() { !framing.contains(name) } else { allowed.iter().any(|a| a == name.as_str()) }
-    };
-    for name in answer.keys().filter(|n| granted(n)) {
-        let mut values = answer.get_all(name).iter();
-        if let Some(first) = values.next() {
-            request.insert(name.clone(), first.clone());
+/// Copies what an allowing answer grants into the request: the allowed headers (the
+/// client's own values of those are dropped first, so that only the service's arrive), or
+/// every header but Host and those describing the answer. A granted header the client
+/// named in its Connection header is taken out of that list, so that the hop-by-hop
+/// stripping before forwarding cannot remove it.
+fn grant(answer: &HeaderMap, request: &mut HeaderMap, allowed: &[String]) {
+    let own = [header::HOST, header::CONTENT_LENGTH, header::CONTENT_TYPE, header::CONTENT_ENCODING];
+    let granted: Vec<&HeaderName> = if allowed.is_empty() {
+        answer.keys().filter(|n| !own.contains(n) && !HOP_BY_HOP.contains(n)).collect()
+    } else {
+        for name in allowed {
+            request.remove(name.as_str());
         }
-        for value in values {
-            request.append(name.clone(), value.clone());
+        answer.keys().filter(|n| allowed.iter().any(|a| a == n.as_str())).collect()
+    };
+    for name in &granted {
+        request.remove(*name);
+        for value in answer.get_all(*name) {
+            request.append((*name).clone(), value.clone());
+        }
+    }
+    let listed: Vec<String> = request
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty() && !granted.iter().any(|g| t.eq_ignore_ascii_case(g.as_str())))
+        .collect();
+    if request.contains_key(header::CONNECTION) {
+        request.remove(header::CONNECTION);
+        if let Ok(v) = HeaderValue::from_str(&listed.join(", "))
+            && !listed.is_empty()
+        {
+            request.insert(header::CONNECTION, v);
         }
     }
 }
 
-/// The whole request body if it is at most `limit` bytes; None if it is larger.
-async fn read_body(body: &mut Incoming, limit: usize) -> Result<Option<Bytes>, Refusal> {
+/// The body's frames until `limit` bytes are read or it ends (trailers are not kept).
+async fn read_start(body: &mut Incoming, limit: usize) -> Result<ReadBody, Refusal> {
     let mut read = BytesMut::new();
-    while let Some(frame) = body.frame().await {
+    while read.len() < limit {
+        let Some(frame) = body.frame().await else { return Ok(ReadBody { bytes: read.freeze(), complete: true }) };
         if let Ok(data) = frame.map_err(|_| Refusal::BadRequest)?.into_data() {
-            if read.len() + data.len() > limit {
-                return Ok(None);
-            }
             read.extend_from_slice(&data);
         }
     }
-    Ok(Some(read.freeze()))
+    let complete = http_body::Body::is_end_stream(body);
+    Ok(ReadBody { bytes: read.freeze(), complete })
 }
 
 fn status(code: StatusCode) -> Response<Body> {

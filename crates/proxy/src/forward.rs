@@ -21,6 +21,7 @@ use translate::ir::{HttpFilter, Mirror};
 use crate::{
     Body, BoxError, UpstreamBody,
     config::{BindConfig, Rule},
+    ext_auth::ReadBody,
     handler::{Conn, apply_request_filters, modify_headers},
     metrics::StreamCounters,
     respond::{Refusal, empty},
@@ -31,10 +32,11 @@ use crate::{
 /// Bodies up to this size are kept so that a failed attempt can be retried.
 const RETRY_BODY_LIMIT: u64 = 64 * 1024;
 
-/// Forwards `req`; `read` is its body when something before (ExternalAuth) read it.
+/// Forwards `req`; `read` is the start of its body when something before (ExternalAuth)
+/// read it.
 pub async fn forward(
     mut req: Request<Incoming>,
-    read: Option<Bytes>,
+    read: Option<ReadBody>,
     bind: &BindConfig,
     conn: &Conn,
     rule: &Rule,
@@ -47,7 +49,7 @@ pub async fn forward(
 
     // A retried request needs its body again: keep small, known-length bodies in memory.
     let retries = match &rule.retry {
-        Some(r) if upgrade.is_none() && (read.is_some() || replayable(&req)) => r.attempts,
+        Some(r) if upgrade.is_none() && (read.as_ref().is_some_and(|r| r.complete) || replayable(&req)) => r.attempts,
         _ => 0,
     };
     let (mut parts, body) = req.into_parts();
@@ -55,7 +57,10 @@ pub async fn forward(
     // The last attempt takes the headers; earlier ones (retries) work on copies.
     let mut headers = Some(std::mem::take(&mut parts.headers));
     let mut body = match read {
-        Some(bytes) => Pending::Buffered(bytes),
+        Some(ReadBody { bytes, complete: true }) => Pending::Buffered(bytes),
+        Some(ReadBody { bytes, complete: false }) => {
+            Pending::Prefixed(Some(Prefixed { start: Some(bytes), rest: body }))
+        }
         None if retries > 0 => Pending::Buffered(body.collect().await.map_err(|_| Refusal::BadRequest)?.to_bytes()),
         None => Pending::Stream(Some(body)),
     };
@@ -131,6 +136,8 @@ pub async fn forward(
 enum Pending {
     Buffered(Bytes),
     Stream(Option<Incoming>),
+    /// Its start read already (by ExternalAuth), the rest still coming.
+    Prefixed(Option<Prefixed>),
 }
 
 impl Pending {
@@ -139,7 +146,11 @@ impl Pending {
             Pending::Buffered(b) => Full::new(b.clone()).map_err(|never| match never {}).boxed(),
             Pending::Stream(s) => match s.take() {
                 Some(body) => body.map_err(Into::into).boxed(),
-                None => Full::new(Bytes::new()).map_err(|never| match never {}).boxed(),
+                None => empty_upstream(),
+            },
+            Pending::Prefixed(p) => match p.take() {
+                Some(body) => body.boxed(),
+                None => empty_upstream(),
             },
         }
     }
@@ -195,6 +206,40 @@ fn empty_upstream() -> UpstreamBody {
     Full::new(Bytes::new()).map_err(|never| match never {}).boxed()
 }
 
+/// A body whose start was read already: that, then the rest.
+struct Prefixed {
+    start: Option<Bytes>,
+    rest: Incoming,
+}
+
+impl http_body::Body for Prefixed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Some(start) = this.start.take() {
+            return Poll::Ready(Some(Ok(Frame::data(start))));
+        }
+        Pin::new(&mut this.rest).poll_frame(cx).map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.start.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let start = self.start.as_ref().map_or(0, |s| s.len() as u64);
+        let rest = self.rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + start);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + start);
+        }
+        hint
+    }
+}
+
 /// A body that passes its frames on and copies data frames to a mirror.
 struct Tee {
     inner: UpstreamBody,
@@ -239,7 +284,7 @@ impl http_body::Body for Tee {
 }
 
 const HOP_BY_HOP_LEN: usize = 7;
-const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_LEN] = [
+pub(crate) const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_LEN] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),

@@ -71,7 +71,7 @@ pub fn compile_http(
     for (r, rule) in route.spec.rules.iter().enumerate() {
         let label = format!("HTTPRoute/{namespace}/{name}/{}", rule.name.clone().unwrap_or_else(|| r.to_string()));
         let mut ctx = RuleCtx { snapshot, namespace: &namespace, kind: Kind::HttpRoute, backends, out: &mut out };
-        let filters = match ctx.filters(&rule.filters) {
+        let filters = match ctx.filters(&rule.filters, false) {
             Err(FilterError::Unsupported(why)) => {
                 out.dropped.push(format!("Dropped Rule {r}: {why}"));
                 continue;
@@ -197,7 +197,7 @@ pub fn compile_grpc(
     for (r, rule) in rules.iter().enumerate() {
         let label = format!("GRPCRoute/{namespace}/{name}/{}", rule.name.clone().unwrap_or_else(|| r.to_string()));
         let mut ctx = RuleCtx { snapshot, namespace: &namespace, kind: Kind::GrpcRoute, backends, out: &mut out };
-        let (filters, action) = match ctx.filters(&rule.filters) {
+        let (filters, action) = match ctx.filters(&rule.filters, false) {
             Ok(f) => (f, ctx.forward(&rule.backend_refs, Transport::Grpc)),
             Err(FilterError::Unsupported(why)) => {
                 out.dropped.push(format!("Dropped Rule {r}: {why}"));
@@ -273,7 +273,8 @@ impl RuleCtx<'_, '_> {
     }
 
     /// IR filters, or why the rule cannot have them.
-    fn filters(&mut self, filters: &[HttpRouteFilter]) -> Result<Vec<HttpFilter>, FilterError> {
+    /// IR filters of a rule, or (`on_backend`) of one of its backendRefs.
+    fn filters(&mut self, filters: &[HttpRouteFilter], on_backend: bool) -> Result<Vec<HttpFilter>, FilterError> {
         let mut out = Vec::new();
         let mut failed = None;
         for f in filters {
@@ -329,6 +330,20 @@ impl RuleCtx<'_, '_> {
                 }
                 "ExternalAuth" => {
                     let Some(a) = &f.external_auth else { continue };
+                    // Authorization decides whether a request goes on at all: on one
+                    // backendRef, or twice, it has no meaning gatehouse would guess at.
+                    let repeated = out.iter().any(|f| matches!(f, HttpFilter::ExternalAuth(_)));
+                    if on_backend || repeated {
+                        failed = Some(FilterError::Unsupported(
+                            if on_backend {
+                                "ExternalAuth on a backendRef is not supported"
+                            } else {
+                                "more than one ExternalAuth filter in a rule is not supported"
+                            }
+                            .to_string(),
+                        ));
+                        continue;
+                    }
                     if a.protocol != "HTTP" {
                         failed = Some(FilterError::Unsupported(format!(
                             "ExternalAuth over protocol {} is not supported yet",
@@ -398,7 +413,7 @@ impl RuleCtx<'_, '_> {
                     }
                 };
             // A backend whose own filters cannot be honoured gets its share answered 500.
-            let (filters, backend) = match self.filters(&b.filters) {
+            let (filters, backend) = match self.filters(&b.filters, true) {
                 Ok(f) => (f, backend),
                 Err(_) => (vec![], None),
             };

@@ -132,7 +132,7 @@ async fn an_unreachable_authorization_service_fails_closed() {
 }
 
 #[tokio::test]
-async fn the_body_is_sent_along_up_to_its_limit() {
+async fn the_start_of_the_body_is_sent_along() {
     let (auth, asked) = auth_service().await;
     let (backend, seen) = recording_backend("app").await;
     let (_gw, port) = start(auth, backend, "            http: {}\n            forwardBody: {maxSize: 16}").await;
@@ -148,6 +148,24 @@ async fn the_body_is_sent_along_up_to_its_limit() {
     assert_eq!((a["body"].as_str(), a["headers"]["content-length"].as_str()), (Some("hello"), Some("5")));
     assert_eq!(seen.lock().unwrap()[0]["body"], "hello", "the backend gets the body too");
 
-    assert_eq!(request(post("a body longer than sixteen bytes")).await.unwrap().0, 413);
-    assert_eq!(seen.lock().unwrap().len(), 1);
+    // A longer body: its first 16 bytes go to the service, all of it to the backend.
+    assert_eq!(request(post("a body longer than sixteen bytes")).await.unwrap().0, 200);
+    let a = asked.lock().unwrap()[1].clone();
+    assert_eq!((a["body"].as_str(), a["headers"]["content-length"].as_str()), (Some("a body longer th"), Some("16")));
+    assert_eq!(seen.lock().unwrap()[1]["body"], "a body longer than sixteen bytes");
+}
+
+#[tokio::test]
+async fn a_granted_header_is_the_services_alone() {
+    let (auth, _) = auth_service().await;
+    let (backend, seen) = recording_backend("app").await;
+    let settings = "            http: {allowedResponseHeaders: [X-User, X-Role]}";
+    let (_gw, port) = start(auth, backend, settings).await;
+    // The client claims a role the service does not grant, and asks for the granted user
+    // header to be dropped as hop-by-hop.
+    let headers = [("authorization", "Bearer good"), ("x-role", "admin"), ("connection", "x-user")];
+    assert_eq!(request(get_with(port, "/", &headers)).await.unwrap().0, 200);
+    let seen = seen.lock().unwrap()[0].clone();
+    assert_eq!(seen["headers"]["x-user"], "alice", "{seen}");
+    assert!(seen["headers"].get("x-role").is_none(), "the client's own x-role is not passed as granted: {seen}");
 }

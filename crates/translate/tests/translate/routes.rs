@@ -477,3 +477,35 @@ fn external_auth_over_http_resolves_its_backend() {
     let backend = good.backend.as_deref().unwrap();
     assert!(t.output.config.backends.contains_key(backend), "the service is in the IR's backends: {backend}");
 }
+
+/// ExternalAuth decides whether a request goes on at all: on a backendRef, or twice in a
+/// rule, the rule is dropped as unsupported rather than half-applied.
+#[test]
+fn external_auth_on_a_backend_ref_or_twice_is_not_applied_halfway() {
+    let auth = "{type: ExternalAuth, externalAuth: {protocol: HTTP, backendRef: {name: local, port: 8080}, http: {}}}";
+    let t = run(&format!(
+        "{GATEWAY_INFRA}{BACKENDS}{}{}",
+        route(
+            "on-backend",
+            "infra",
+            &format!(
+                "  parentRefs: [{{name: gw}}]\n  rules: [{{backendRefs: [{{name: local, port: 8080, filters: [{auth}]}}]}}]\n"
+            )
+        ),
+        route(
+            "twice",
+            "infra",
+            &format!(
+                "  parentRefs: [{{name: gw}}]\n  hostnames: [twice.example]\n  rules: [{{filters: [{auth}, {auth}], backendRefs: [{{name: local, port: 8080}}]}}]\n"
+            )
+        ),
+    ));
+    let twice = t.route("infra", "twice");
+    assert_eq!(cond(parent(&twice, "gw"), "Accepted"), "False/UnsupportedValue");
+    let on_backend = cond(parent(&t.route("infra", "on-backend"), "gw"), "Accepted");
+    assert_eq!(on_backend, "True/Accepted");
+    // Its only backend's share answers 500 instead of going through unchecked.
+    let rule = &t.ir_listener("infra/gw/http").rules[0];
+    let translate::ir::RuleAction::Forward(backends) = &rule.action else { panic!("{:?}", rule.action) };
+    assert!(backends.iter().all(|b| b.backend.is_none()), "{backends:?}");
+}
