@@ -14,14 +14,14 @@ use regex::{Regex, RegexSet};
 use translate::ir::{self, HttpFilter, PathMatch, RuleAction, StringMatch};
 
 use crate::{
-    FastMap,
+    FastMap, Shared,
     cors::Cors,
     dns::Resolver,
     hostmap::HostMap,
     metrics::{BackendMetrics, ProxyMetrics, RouteMetrics},
     path::has_prefix,
     respond::Refusal,
-    upstream::{Pool, Upstream, Upstreams},
+    upstream::{Pool, Upstream},
     upstream_tls::TlsUpstreams,
 };
 
@@ -283,7 +283,8 @@ impl Backend {
 }
 
 impl Backends {
-    pub fn compile(config: &ir::ProxyConfig, metrics: &ProxyMetrics, upstreams: &Upstreams) -> Self {
+    pub fn compile(config: &ir::ProxyConfig, shared: &Shared) -> Self {
+        let (metrics, upstreams) = (&shared.metrics, &*shared.upstreams);
         // Every client certificate a Gateway presents to TLS backends.
         let mut certificates: Vec<&ir::CertifiedKey> = config
             .binds
@@ -311,7 +312,7 @@ impl Backends {
                     key: k.as_str().into(),
                     metrics: metrics.backend(&k.as_str().into()),
                     endpoints,
-                    external_name: b.external_name.as_ref().map(|(host, port)| Resolver::new(host.clone(), *port)),
+                    external_name: b.external_name.as_ref().map(|(host, port)| shared.resolvers.get(host, *port)),
                     upstream,
                     by_certificate,
                     next: AtomicUsize::new(0),

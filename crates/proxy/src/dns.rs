@@ -1,14 +1,16 @@
 //! Addresses of ExternalName backends. An answer is used for [`FRESH_FOR`]; after that the
 //! first request to need the name refreshes it in the background while requests go on with
-//! the previous answer, and a failed lookup keeps that answer rather than none. Only the very
-//! first lookup (or one after every answer was lost) is waited for.
+//! the previous answer, and a failed lookup keeps that answer rather than none. Only the
+//! first lookup is waited for, by one request while the others wait for its answer.
+//! [`Resolvers`] hands the same resolver to every configuration, so a reload keeps answers.
 
 use std::{
+    collections::HashMap,
     future::Future,
     io,
     net::SocketAddr,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, Weak},
     time::Duration,
 };
 
@@ -27,6 +29,26 @@ pub struct Resolver {
     port: u16,
     lookup: Lookup,
     state: Mutex<State>,
+    /// Held by the request doing the first lookup.
+    first: tokio::sync::Mutex<()>,
+}
+
+/// Every ExternalName's resolver, for as long as a configuration uses it.
+#[derive(Default)]
+pub struct Resolvers(Mutex<HashMap<(String, u16), Weak<Resolver>>>);
+
+impl Resolvers {
+    pub fn get(&self, host: &str, port: u16) -> Arc<Resolver> {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        all.retain(|_, r| r.strong_count() > 0);
+        let key = (host.to_string(), port);
+        if let Some(live) = all.get(&key).and_then(Weak::upgrade) {
+            return live;
+        }
+        let made = Resolver::new(key.0.clone(), port);
+        all.insert(key, Arc::downgrade(&made));
+        made
+    }
 }
 
 #[derive(Default)]
@@ -39,16 +61,31 @@ struct State {
 }
 
 impl Resolver {
-    pub fn new(host: String, port: u16) -> Arc<Self> {
+    fn new(host: String, port: u16) -> Arc<Self> {
         Self::with_lookup(host, port, system_lookup)
     }
 
     fn with_lookup(host: String, port: u16, lookup: Lookup) -> Arc<Self> {
-        Arc::new(Self { host, port, lookup, state: Mutex::default() })
+        Arc::new(Self { host, port, lookup, state: Mutex::default(), first: tokio::sync::Mutex::new(()) })
     }
 
     /// An address of the name, round-robin over the answer; None while it does not resolve.
     pub async fn address(self: &Arc<Self>) -> Option<SocketAddr> {
+        if let Some(known) = self.known() {
+            return known;
+        }
+        let _first = self.first.lock().await;
+        // Answered (or failed) while this request waited.
+        if let Some(known) = self.known() {
+            return known;
+        }
+        self.refresh().await;
+        self.pick()
+    }
+
+    /// What the answer we have says: an address (refreshing it in the background if stale),
+    /// `Some(None)` after a recent failure, None when there is nothing to go on.
+    fn known(self: &Arc<Self>) -> Option<Option<SocketAddr>> {
         {
             let mut state = self.lock();
             let fresh = state.fresh_until.is_some_and(|t| t > Instant::now());
@@ -58,15 +95,14 @@ impl Resolver {
                     let this = self.clone();
                     tokio::spawn(async move { this.refresh().await });
                 }
-                return Some(pick(&mut state));
+                return Some(Some(pick(&mut state)));
             }
             if fresh {
                 // The last lookup failed, moments ago.
-                return None;
+                return Some(None);
             }
         }
-        self.refresh().await;
-        self.pick()
+        None
     }
 
     fn pick(&self) -> Option<SocketAddr> {
@@ -159,5 +195,40 @@ mod tests {
         assert_eq!(LOOKUPS.load(Ordering::SeqCst), 3);
         let kept: Vec<_> = [r.address().await.unwrap(), r.address().await.unwrap()].into();
         assert!(kept.contains(&SocketAddr::from(([127, 0, 0, 2], 80))), "{kept:?}");
+    }
+
+    static SLOW_LOOKUPS: AtomicUsize = AtomicUsize::new(0);
+
+    fn slow(_host: String, port: u16) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send>> {
+        SLOW_LOOKUPS.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok(vec![SocketAddr::from(([127, 0, 0, 9], port))])
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_arriving_together_share_the_first_lookup() {
+        let r = Resolver::with_lookup("cold.example".into(), 80, slow);
+        let asked: Vec<_> = (0..8)
+            .map(|_| {
+                tokio::spawn({
+                    let r = r.clone();
+                    async move { r.address().await }
+                })
+            })
+            .collect();
+        for a in asked {
+            assert_eq!(a.await.unwrap(), Some(SocketAddr::from(([127, 0, 0, 9], 80))));
+        }
+        assert_eq!(SLOW_LOOKUPS.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn every_configuration_gets_the_same_resolver_for_a_name() {
+        let all = Resolvers::default();
+        let a = all.get("backend.example", 80);
+        assert!(Arc::ptr_eq(&a, &all.get("backend.example", 80)));
+        assert!(!Arc::ptr_eq(&a, &all.get("backend.example", 81)));
     }
 }

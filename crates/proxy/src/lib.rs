@@ -60,6 +60,7 @@ type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 /// What every connection shares: upstream connections and metrics.
 pub struct Shared {
     upstreams: Arc<upstream::Upstreams>,
+    resolvers: dns::Resolvers,
     metrics: metrics::ProxyMetrics,
 }
 
@@ -95,7 +96,11 @@ pub struct Proxy {
 impl Proxy {
     pub fn new(registry: &mut Registry) -> Self {
         let upstreams = Arc::new(upstream::Upstreams::new());
-        let shared = Arc::new(Shared { upstreams, metrics: metrics::ProxyMetrics::register(registry) });
+        let shared = Arc::new(Shared {
+            upstreams,
+            resolvers: dns::Resolvers::default(),
+            metrics: metrics::ProxyMetrics::register(registry),
+        });
         Self { binds: Mutex::new(BTreeMap::new()), shared, sweeper: std::sync::OnceLock::new() }
     }
 
@@ -103,7 +108,7 @@ impl Proxy {
     pub async fn apply(&self, config: Arc<ProxyConfig>) -> BindReport {
         self.sweeper
             .get_or_init(|| tokio::spawn(upstream::Upstreams::sweep_forever(Arc::downgrade(&self.shared.upstreams))));
-        let backends = Arc::new(Backends::compile(&config, &self.shared.metrics, &self.shared.upstreams));
+        let backends = Arc::new(Backends::compile(&config, &self.shared));
         let wanted: BTreeMap<SocketKey, &translate::ir::Bind> =
             config.binds.iter().map(|b| ((b.address, b.protocol == BindProtocol::Udp), b)).collect();
         let mut binds = self.binds.lock().await;
