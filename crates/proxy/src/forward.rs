@@ -16,6 +16,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, he
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, channel::Sender};
 use hyper::body::Incoming;
+use tokio::time::Instant;
 use translate::ir::{HttpFilter, Mirror};
 
 use crate::{
@@ -32,17 +33,17 @@ use crate::{
 /// Bodies up to this size are kept so that a failed attempt can be retried.
 const RETRY_BODY_LIMIT: u64 = 64 * 1024;
 
-/// Forwards `req`; `read` is the start of its body when something before (ExternalAuth)
-/// read it.
+/// Forwards `req`, answering 504 if no response has come by `deadline` (the route's request
+/// timeout); `read` is the start of its body when something before (ExternalAuth) read it.
 pub async fn forward(
     mut req: Request<Incoming>,
     read: Option<ReadBody>,
+    deadline: Option<Instant>,
     bind: &BindConfig,
     conn: &Conn,
     rule: &Rule,
     prefix: Option<&str>,
 ) -> Result<Response<Body>, Refusal> {
-    let overall = rule.timeouts.as_ref().and_then(|t| t.request_ms).map(Duration::from_millis);
     let per_try = rule.timeouts.as_ref().and_then(|t| t.backend_request_ms).map(Duration::from_millis);
     let upgrade = is_upgrade(req.headers()).then(|| req.headers().get(header::UPGRADE).cloned()).flatten();
     let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
@@ -82,7 +83,7 @@ pub async fn forward(
             *upstream.uri_mut() = parts.uri.clone();
             apply_request_filters(&mut upstream, &choice.filters, prefix)?;
             mirror(&mut upstream, rule.filters.iter().chain(&choice.filters), bind);
-            let started = tokio::time::Instant::now();
+            let started = Instant::now();
             let sent = send(upstream, &pool);
             let result = match per_try {
                 Some(t) => tokio::time::timeout(t, sent).await.unwrap_or(Err(Refusal::Timeout)),
@@ -102,8 +103,8 @@ pub async fn forward(
             tokio::time::sleep(Duration::from_millis(backoff)).await;
         }
     };
-    let (mut response, choice) = match overall {
-        Some(t) => tokio::time::timeout(t, attempts).await.map_err(|_| Refusal::Timeout)??,
+    let (mut response, choice) = match deadline {
+        Some(t) => tokio::time::timeout_at(t, attempts).await.map_err(|_| Refusal::Timeout)??,
         None => attempts.await?,
     };
 

@@ -2,7 +2,7 @@
 //! rule, run its request filters, then redirect, answer, or forward to a backend and run the
 //! response filters. Everything read here was compiled before the request arrived.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header, uri::PathAndQuery};
 use hyper::body::Incoming;
@@ -191,10 +191,16 @@ async fn run_rule(
         Some(cors) => cors.allowed_origin(req.headers()),
         None => None,
     };
+    // The route's request timeout covers everything from here, authorization included.
+    let deadline =
+        rule.timeouts.as_ref().and_then(|t| t.request_ms).map(|ms| Instant::now() + Duration::from_millis(ms));
     // The authorization service sees the request as the client sent it.
-    let verdict = match &rule.external_auth {
-        Some(auth) => ext_auth::check(&mut req, auth, bind).await?,
-        None => Verdict::Allow(None),
+    let verdict = match (&rule.external_auth, deadline) {
+        (Some(auth), Some(deadline)) => tokio::time::timeout_at(deadline, ext_auth::check(&mut req, auth, bind))
+            .await
+            .map_err(|_| Refusal::Timeout)??,
+        (Some(auth), None) => ext_auth::check(&mut req, auth, bind).await?,
+        (None, _) => Verdict::Allow(None),
     };
     let mut response = match verdict {
         Verdict::Deny(response) => response,
@@ -205,7 +211,9 @@ async fn run_rule(
                     return Err(if *status == 500 { Refusal::Invalid } else { Refusal::NoRoute });
                 }
                 Action::Redirect(r) => redirect(&req, r, conn, prefix.as_deref()),
-                Action::Forward { .. } => forward::forward(req, read, bind, conn, rule, prefix.as_deref()).await?,
+                Action::Forward { .. } => {
+                    forward::forward(req, read, deadline, bind, conn, rule, prefix.as_deref()).await?
+                }
             }
         }
     };

@@ -169,3 +169,29 @@ async fn a_granted_header_is_the_services_alone() {
     assert_eq!(seen["headers"]["x-user"], "alice", "{seen}");
     assert!(seen["headers"].get("x-role").is_none(), "the client's own x-role is not passed as granted: {seen}");
 }
+
+#[tokio::test]
+async fn the_request_timeout_covers_the_authorization_exchange() {
+    let slow_auth = slow_backend(std::time::Duration::from_secs(3)).await;
+    let (backend, seen) = recording_backend("app").await;
+    let port = free_port();
+    let spec = "  rules:
+    - filters:
+        - type: ExternalAuth
+          externalAuth: {protocol: HTTP, backendRef: {name: auth, port: 80}, http: {}}
+      timeouts: {request: 300ms}
+      backendRefs: [{name: app, port: 80}]
+";
+    let config = format!(
+        "{CLASS}{}{}{}{}",
+        http_gateway(port),
+        service("auth", slow_auth),
+        service("app", backend),
+        route_spec("r", spec)
+    );
+    let _gw = Gateway::start(&config).await;
+    let started = std::time::Instant::now();
+    assert_eq!(request(get_with(port, "/", &[])).await.unwrap().0, 504);
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "answered at the route's deadline");
+    assert!(seen.lock().unwrap().is_empty());
+}
