@@ -1,4 +1,8 @@
-//! The ExternalAuth filter over HTTP (Gateway API, experimental). Before a request goes on,
+//! The ExternalAuth filter (Gateway API, experimental). Over gRPC it is Envoy's ext_authz
+//! (`ext_authz.rs`): the service gets the request's attributes and allowed headers (all
+//! when none are listed) and the start of its body; an OK adds and removes the headers it
+//! says, a denial is the client's answer (403 unless it gives a status). Over HTTP: before a
+//! request goes on,
 //! the authorization service gets its method, its path after the filter's prefix, its Host,
 //! Authorization and allowed headers, and the start of its body up to
 //! `forwardBody.maxSize` (with a Content-Length saying how much). A 200 lets the request
@@ -18,6 +22,7 @@ use translate::ir::ExternalAuth;
 use crate::{
     Body,
     config::BindConfig,
+    ext_authz,
     forward::{HOP_BY_HOP, strip_hop_by_hop},
     respond::{Refusal, full},
 };
@@ -42,7 +47,12 @@ pub struct ReadBody {
     pub complete: bool,
 }
 
-pub async fn check(req: &mut Request<Incoming>, auth: &ExternalAuth, bind: &BindConfig) -> Result<Verdict, Refusal> {
+pub async fn check(
+    req: &mut Request<Incoming>,
+    auth: &ExternalAuth,
+    bind: &BindConfig,
+    tls: bool,
+) -> Result<Verdict, Refusal> {
     let backend = auth.backend.as_deref().and_then(|k| bind.backends.by_key.get(k)).ok_or(Refusal::Invalid)?;
     let prefix = auth.path_prefix.trim_end_matches('/');
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -55,8 +65,14 @@ pub async fn check(req: &mut Request<Incoming>, auth: &ExternalAuth, bind: &Bind
         };
         let sent =
             read.as_ref().map_or_else(Bytes::new, |r| r.bytes.slice(..r.bytes.len().min(auth.max_body as usize)));
-        let ask = authorization_request(req, uri, auth, sent);
         let pool = backend.pool(bind.backend_client_certificate.as_deref()).await?;
+        if auth.grpc {
+            return check_grpc(req, auth, &pool, tls, &sent).await.map(|verdict| match verdict {
+                Verdict::Allow(_) => Verdict::Allow(read),
+                deny => deny,
+            });
+        }
+        let ask = authorization_request(req, uri, auth, sent);
         let answer = pool.send(ask).await.map_err(|e| {
             tracing::debug!(backend = %backend.key, "authorization request failed: {e}");
             Refusal::UpstreamFailed
@@ -112,9 +128,7 @@ fn authorization_request(
 
 /// Copies what an allowing answer grants into the request: the allowed headers (the
 /// client's own values of those are dropped first, so that only the service's arrive), or
-/// every header but Host and those describing the answer. A granted header the client
-/// named in its Connection header is taken out of that list, so that the hop-by-hop
-/// stripping before forwarding cannot remove it.
+/// every header but Host and those describing the answer.
 fn grant(answer: &HeaderMap, request: &mut HeaderMap, allowed: &[String]) {
     let own = [header::HOST, header::CONTENT_LENGTH, header::CONTENT_TYPE, header::CONTENT_ENCODING];
     let granted: Vec<&HeaderName> = if allowed.is_empty() {
@@ -131,6 +145,12 @@ fn grant(answer: &HeaderMap, request: &mut HeaderMap, allowed: &[String]) {
             request.append((*name).clone(), value.clone());
         }
     }
+    unlist(request, &granted);
+}
+
+/// Takes `granted` out of the client's Connection header, so that the hop-by-hop stripping
+/// before forwarding cannot remove what the authorization service set.
+fn unlist(request: &mut HeaderMap, granted: &[&HeaderName]) {
     let listed: Vec<String> = request
         .get_all(header::CONNECTION)
         .iter()
@@ -145,6 +165,52 @@ fn grant(answer: &HeaderMap, request: &mut HeaderMap, allowed: &[String]) {
             && !listed.is_empty()
         {
             request.insert(header::CONNECTION, v);
+        }
+    }
+}
+
+/// One ext_authz `Check` call.
+async fn check_grpc(
+    req: &mut Request<Incoming>,
+    auth: &ExternalAuth,
+    pool: &std::sync::Arc<crate::upstream::Pool>,
+    tls: bool,
+    body: &[u8],
+) -> Result<Verdict, Refusal> {
+    let message = ext_authz::check_request(req, tls, &auth.allowed_headers, body);
+    let mut ask = Request::new(Full::new(message).map_err(|never| match never {}).boxed());
+    *ask.method_mut() = http::Method::POST;
+    *ask.uri_mut() = Uri::from_static(ext_authz::CHECK_PATH);
+    let headers = ask.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    let answer = pool.send(ask).await.map_err(|e| {
+        tracing::debug!("ext_authz call failed: {e}");
+        Refusal::UpstreamFailed
+    })?;
+    let (parts, answer_body) = answer.into_parts();
+    let collected = Limited::new(answer_body, DRAIN_LIMIT).collect().await.map_err(|_| Refusal::UpstreamFailed)?;
+    let grpc_status = collected.trailers().and_then(|t| t.get("grpc-status")).or(parts.headers.get("grpc-status"));
+    if grpc_status.is_none_or(|s| s != "0") {
+        tracing::debug!(status = ?grpc_status, "ext_authz call did not succeed");
+        return Err(Refusal::UpstreamFailed);
+    }
+    match ext_authz::decide(&collected.to_bytes()) {
+        Some(ext_authz::Decision::Allow { headers, remove }) => {
+            let names: Vec<HeaderName> = headers.iter().map(|(n, _, _)| n.clone()).collect();
+            ext_authz::apply(req.headers_mut(), headers, &remove);
+            unlist(req.headers_mut(), &names.iter().collect::<Vec<_>>());
+            Ok(Verdict::Allow(None))
+        }
+        Some(ext_authz::Decision::Deny { status, headers, body }) => {
+            let mut denial = Response::new(full(body));
+            *denial.status_mut() = status;
+            ext_authz::apply(denial.headers_mut(), headers, &[]);
+            Ok(Verdict::Deny(denial))
+        }
+        None => {
+            tracing::debug!("ext_authz answer does not parse");
+            Err(Refusal::UpstreamFailed)
         }
     }
 }

@@ -196,10 +196,12 @@ async fn run_rule(
         rule.timeouts.as_ref().and_then(|t| t.request_ms).map(|ms| Instant::now() + Duration::from_millis(ms));
     // The authorization service sees the request as the client sent it.
     let verdict = match (&rule.external_auth, deadline) {
-        (Some(auth), Some(deadline)) => tokio::time::timeout_at(deadline, ext_auth::check(&mut req, auth, bind))
-            .await
-            .map_err(|_| Refusal::Timeout)??,
-        (Some(auth), None) => ext_auth::check(&mut req, auth, bind).await?,
+        (Some(auth), Some(deadline)) => {
+            tokio::time::timeout_at(deadline, ext_auth::check(&mut req, auth, bind, conn.tls))
+                .await
+                .map_err(|_| Refusal::Timeout)??
+        }
+        (Some(auth), None) => ext_auth::check(&mut req, auth, bind, conn.tls).await?,
         (None, _) => Verdict::Allow(None),
     };
     let mut response = match verdict {

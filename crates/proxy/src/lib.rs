@@ -11,6 +11,7 @@ mod cors;
 mod dns;
 mod drain;
 mod ext_auth;
+mod ext_authz;
 mod forward;
 mod handler;
 pub mod hostmap;

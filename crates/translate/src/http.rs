@@ -344,19 +344,13 @@ impl RuleCtx<'_, '_> {
                         ));
                         continue;
                     }
-                    if a.protocol != "HTTP" {
-                        failed = Some(FilterError::Unsupported(format!(
-                            "ExternalAuth over protocol {} is not supported yet",
-                            a.protocol
-                        )));
-                        continue;
-                    }
+                    let grpc = a.protocol == "GRPC";
                     let backend = match backends::resolve(
                         self.snapshot,
                         self.kind,
                         self.namespace,
                         &a.backend_ref,
-                        Transport::Http,
+                        if grpc { Transport::Grpc } else { Transport::Http },
                         self.backends,
                     ) {
                         Ok(key) => Some(key),
@@ -367,10 +361,15 @@ impl RuleCtx<'_, '_> {
                     };
                     let http = a.http.clone().unwrap_or_default();
                     let lower = |names: Vec<String>| names.into_iter().map(|n| n.to_ascii_lowercase()).collect();
+                    let allowed_headers = match &a.grpc {
+                        Some(g) if grpc => g.allowed_headers.clone(),
+                        _ => http.allowed_headers,
+                    };
                     out.push(HttpFilter::ExternalAuth(ExternalAuth {
                         backend,
+                        grpc,
                         path_prefix: http.path.unwrap_or_default(),
-                        allowed_headers: lower(http.allowed_headers),
+                        allowed_headers: lower(allowed_headers),
                         allowed_response_headers: lower(http.allowed_response_headers),
                         max_body: a.forward_body.as_ref().map_or(0, |b| b.max_size),
                     }));

@@ -237,15 +237,20 @@ pub enum HttpFilter {
     ExternalAuth(ExternalAuth),
 }
 
-/// The ExternalAuth filter over HTTP: the authorization service answers 200 to let a
-/// request through, anything else is the client's answer.
+/// The ExternalAuth filter: over HTTP the authorization service answers 200 to let a
+/// request through, anything else is the client's answer; over gRPC it is Envoy's ext_authz
+/// `Check`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ExternalAuth {
     /// `None` when the backendRef is invalid: requests are refused (the filter fails closed).
     pub backend: Option<String>,
+    /// Envoy's ext_authz over gRPC rather than plain HTTP.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub grpc: bool,
     /// Prefixed to the request's path.
     pub path_prefix: String,
-    /// Lower-case client header names sent besides Host, Authorization and Content-Length.
+    /// Lower-case client header names sent: over HTTP besides Host, Authorization and
+    /// Content-Length; over gRPC all of them when empty.
     pub allowed_headers: Vec<String>,
     /// Lower-case response header names copied into the request to the backend; all but Host
     /// when empty.

@@ -195,3 +195,153 @@ async fn the_request_timeout_covers_the_authorization_exchange() {
     assert!(started.elapsed() < std::time::Duration::from_secs(3), "answered at the route's deadline");
     assert!(seen.lock().unwrap().is_empty());
 }
+
+// === over gRPC: Envoy's ext_authz ===
+
+/// Messages as raw bytes: the test writes and reads protobuf by hand.
+#[derive(Clone, Copy, Default)]
+struct Raw;
+
+impl tonic::codec::Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl tonic::codec::Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let n = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, n).to_vec()))
+    }
+}
+
+fn pb_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A length-delimited field.
+fn pb(field: u64, content: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    pb_varint(&mut out, (field << 3) | 2);
+    pb_varint(&mut out, content.len() as u64);
+    out.extend_from_slice(content);
+    out
+}
+
+/// A varint field.
+fn pb_int(field: u64, v: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    pb_varint(&mut out, field << 3);
+    pb_varint(&mut out, v);
+    out
+}
+
+/// An ext_authz `Check` service: OK with `x-user: alice` for `Bearer good` anywhere in the
+/// request, else PERMISSION_DENIED with HTTP 401 and a body. Records each CheckRequest.
+struct Check(Seen);
+
+impl tonic::server::UnaryService<Vec<u8>> for Check {
+    type Response = Vec<u8>;
+    type Future = std::future::Ready<Result<tonic::Response<Vec<u8>>, tonic::Status>>;
+
+    fn call(&mut self, request: tonic::Request<Vec<u8>>) -> Self::Future {
+        let message = request.into_inner();
+        let text = String::from_utf8_lossy(&message).into_owned();
+        self.0.lock().unwrap().push(serde_json::Value::String(text.clone()));
+        let response = if text.contains("Bearer good") {
+            let header = [pb(1, b"x-user"), pb(2, b"alice")].concat();
+            [pb(1, &[]), pb(3, &pb(2, &pb(1, &header)))].concat()
+        } else {
+            let denied = [pb(1, &pb_int(1, 401)), pb(3, b"denied by ext_authz")].concat();
+            [pb(1, &pb_int(1, 7)), pb(2, &denied)].concat()
+        };
+        std::future::ready(Ok(tonic::Response::new(response)))
+    }
+}
+
+async fn ext_authz_service() -> (SocketAddr, Seen) {
+    let seen: Seen = Default::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let log = log.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let log = log.clone();
+                    async move {
+                        assert_eq!(req.uri().path(), "/envoy.service.auth.v3.Authorization/Check");
+                        let response = tonic::server::Grpc::new(Raw).unary(Check(log), req).await;
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn ext_authz_over_grpc_allows_and_denies() {
+    let (auth, asked) = ext_authz_service().await;
+    let (backend, seen) = recording_backend("app").await;
+    let port = free_port();
+    let spec = "  rules:
+    - filters:
+        - type: ExternalAuth
+          externalAuth: {protocol: GRPC, backendRef: {name: auth, port: 80}, grpc: {allowedHeaders: [authorization, x-trace]}}
+      backendRefs: [{name: app, port: 80}]
+";
+    let config = format!(
+        "{CLASS}{}{}{}{}",
+        http_gateway(port),
+        service("auth", auth),
+        service("app", backend),
+        route_spec("r", spec)
+    );
+    let _gw = Gateway::start(&config).await;
+
+    let headers = [("authorization", "Bearer good"), ("x-trace", "t1"), ("x-other", "secret-o")];
+    assert_eq!(request(get_with(port, "/app/x?q=1", &headers)).await.unwrap().0, 200);
+    let check = asked.lock().unwrap()[0].as_str().unwrap().to_string();
+    for part in ["GET", "/app/x?q=1", "app.example", "x-trace", "t1"] {
+        assert!(check.contains(part), "{part:?} in the CheckRequest: {check:?}");
+    }
+    assert!(!check.contains("secret-o"), "a header not allowed is not sent: {check:?}");
+    assert_eq!(seen.lock().unwrap()[0]["headers"]["x-user"], "alice");
+
+    let (code, _, body) = request(get_with(port, "/", &[("authorization", "Bearer bad")])).await.unwrap();
+    assert_eq!((code, body.as_str()), (401, "denied by ext_authz"));
+    assert_eq!(seen.lock().unwrap().len(), 1, "the denied request went no further");
+}
