@@ -206,6 +206,9 @@ async fn check_grpc(
             let mut denial = Response::new(full(body));
             *denial.status_mut() = status;
             ext_authz::apply(denial.headers_mut(), headers, &[]);
+            // The body is framed here, whatever the service said.
+            strip_hop_by_hop(denial.headers_mut(), None);
+            denial.headers_mut().remove(header::CONTENT_LENGTH);
             Ok(Verdict::Deny(denial))
         }
         None => {

@@ -15,11 +15,19 @@ pub fn check_request<B>(req: &Request<B>, tls: bool, allowed: &[String], body: &
     // AttributeContext.HttpRequest
     let mut http = BytesMut::new();
     string(&mut http, 2, req.method().as_str());
-    for (name, value) in req.headers() {
+    // One map entry per name, repeated values joined with "," as Envoy does: a map keeps only
+    // the last entry of a key, so the service would see another request than the backend.
+    for name in req.headers().keys() {
         if allowed.is_empty() || allowed.iter().any(|a| a == name.as_str()) {
+            let values: Vec<String> = req
+                .headers()
+                .get_all(name)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect();
             let mut entry = BytesMut::new();
             string(&mut entry, 1, name.as_str());
-            bytes(&mut entry, 2, value.as_bytes());
+            string(&mut entry, 2, &values.join(","));
             bytes(&mut http, 3, &entry);
         }
     }
@@ -28,10 +36,13 @@ pub fn check_request<B>(req: &Request<B>, tls: bool, allowed: &[String], body: &
         bytes(&mut http, 5, host.as_bytes());
     }
     string(&mut http, 6, if tls { "https" } else { "http" });
-    if let Some(query) = req.uri().query() {
-        string(&mut http, 7, query);
-    }
-    varint_field(&mut http, 9, body.len() as u64);
+    // The request's size, -1 when unknown (Envoy leaves `query` empty: it is in `path`).
+    let size = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<i64>().ok())
+        .unwrap_or(-1);
+    varint_field(&mut http, 9, size as u64);
     string(&mut http, 10, protocol(req.version()));
     if !body.is_empty() {
         bytes(&mut http, 12, body);
@@ -67,20 +78,17 @@ pub fn decide(framed: &[u8]) -> Option<Decision> {
     if framed[0] != 0 || u32::from_be_bytes(framed[1..5].try_into().ok()?) as usize != message.len() {
         return None;
     }
+    // A field this reads, with another wire type than its own, makes the message broken:
+    // read leniently, it could turn a denial into an OK.
     let mut code = 0;
     let mut denied = None;
     let mut ok = None;
     for field in Fields(message) {
         match field? {
-            (1, Value::Bytes(status)) => {
-                for f in Fields(status) {
-                    if let (1, Value::Varint(c)) = f? {
-                        code = c;
-                    }
-                }
-            }
+            (1, Value::Bytes(status)) => code = varint_of(status, 1)?.unwrap_or(0),
             (2, Value::Bytes(d)) => denied = Some(d),
             (3, Value::Bytes(o)) => ok = Some(o),
+            (1..=3, _) => return None,
             _ => {}
         }
     }
@@ -91,9 +99,15 @@ pub fn decide(framed: &[u8]) -> Option<Decision> {
             match field? {
                 (2, Value::Bytes(option)) => headers.extend(header_option(option)?),
                 (5, Value::Bytes(name)) => remove.push(String::from_utf8_lossy(name).to_ascii_lowercase()),
+                (2 | 5, _) => return None,
                 _ => {}
             }
         }
+        // Routing is done and the body framed: Host and Content-Length are not the
+        // service's to change (nor, as Envoy has it, pseudo-headers).
+        let fixed = |name: &str| name == "host" || name == "content-length" || name.starts_with(':');
+        headers.retain(|(name, _, _)| !fixed(name.as_str()));
+        remove.retain(|name| !fixed(name));
         return Some(Decision::Allow { headers, remove });
     }
     let mut status = StatusCode::FORBIDDEN;
@@ -102,14 +116,15 @@ pub fn decide(framed: &[u8]) -> Option<Decision> {
     for field in Fields(denied.unwrap_or_default()) {
         match field? {
             (1, Value::Bytes(http_status)) => {
-                for f in Fields(http_status) {
-                    if let (1, Value::Varint(c)) = f? {
-                        status = u16::try_from(c).ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(status);
-                    }
+                // A final status only: a 1xx would not end the exchange.
+                let code = varint_of(http_status, 1)?.and_then(|c| u16::try_from(c).ok());
+                if let Some(s) = code.filter(|c| (200..600).contains(c)).and_then(|c| StatusCode::from_u16(c).ok()) {
+                    status = s;
                 }
             }
             (2, Value::Bytes(option)) => headers.extend(header_option(option)?),
             (3, Value::Bytes(b)) => body = Bytes::copy_from_slice(b),
+            (1..=3, _) => return None,
             _ => {}
         }
     }
@@ -142,22 +157,32 @@ fn header_option(option: &[u8]) -> Option<Option<(HeaderName, HeaderValue, bool)
                     match f? {
                         (1, Value::Bytes(k)) => key = k,
                         (2 | 3, Value::Bytes(v)) => value = v,
+                        (1..=3, _) => return None,
                         _ => {}
                     }
                 }
             }
-            (2, Value::Bytes(bool_value)) => {
-                for f in Fields(bool_value) {
-                    if let (1, Value::Varint(b)) = f? {
-                        append = b != 0;
-                    }
-                }
-            }
+            (2, Value::Bytes(bool_value)) => append = varint_of(bool_value, 1)?.is_some_and(|b| b != 0),
+            (1 | 2, _) => return None,
             _ => {}
         }
     }
     let parsed = HeaderName::from_bytes(key).ok().zip(HeaderValue::from_bytes(value).ok());
     Some(parsed.map(|(k, v)| (k, v, append)))
+}
+
+/// The varint field `number` of `message`: None if the message is broken or the field has
+/// another wire type, `Some(None)` if it is absent (protobuf's default, 0).
+fn varint_of(message: &[u8], number: u64) -> Option<Option<u64>> {
+    let mut found = None;
+    for field in Fields(message) {
+        match field? {
+            (n, Value::Varint(v)) if n == number => found = Some(v),
+            (n, _) if n == number => return None,
+            _ => {}
+        }
+    }
+    Some(found)
 }
 
 fn protocol(version: http::Version) -> &'static str {
@@ -319,6 +344,49 @@ mod tests {
         let mut s = BytesMut::new();
         varint_field(&mut s, 1, code);
         s
+    }
+
+    #[test]
+    fn a_field_of_the_wrong_type_fails_closed() {
+        // `status` as a varint instead of a message: read leniently, it would be an OK.
+        let mut response = BytesMut::new();
+        varint_field(&mut response, 1, 7);
+        assert_eq!(decide(&frame(&response)), None);
+        // Status.code as bytes.
+        let mut response = BytesMut::new();
+        bytes(&mut response, 1, &pb_bytes(1, b"7"));
+        assert_eq!(decide(&frame(&response)), None);
+    }
+
+    fn pb_bytes(field: u32, b: &[u8]) -> BytesMut {
+        let mut out = BytesMut::new();
+        bytes(&mut out, field, b);
+        out
+    }
+
+    #[test]
+    fn an_ok_response_cannot_change_host_or_content_length() {
+        let mut ok = BytesMut::new();
+        bytes(&mut ok, 2, &header_option("host", "evil.example", false));
+        bytes(&mut ok, 2, &header_option("content-length", "1", false));
+        string(&mut ok, 5, "host");
+        let mut response = BytesMut::new();
+        bytes(&mut response, 3, &ok);
+        assert_eq!(decide(&frame(&response)), Some(Decision::Allow { headers: vec![], remove: vec![] }));
+    }
+
+    #[test]
+    fn repeated_request_headers_are_one_entry() {
+        let req = Request::get("/p?q=1")
+            .header("x-tenant", "a")
+            .header("x-tenant", "b")
+            .header("host", "h")
+            .body(())
+            .unwrap();
+        let framed = check_request(&req, false, &[], &[]);
+        let text = String::from_utf8_lossy(&framed);
+        assert!(text.contains("a,b"), "{text:?}");
+        assert_eq!(text.matches("x-tenant").count(), 1, "{text:?}");
     }
 
     #[test]
