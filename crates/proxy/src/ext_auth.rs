@@ -11,7 +11,7 @@
 //! A service that cannot be reached, or that takes longer than [`AUTH_TIMEOUT`] for the
 //! whole exchange, denies: the filter fails closed, with 403.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header};
@@ -25,6 +25,7 @@ use crate::{
     ext_authz,
     forward::{HOP_BY_HOP, strip_hop_by_hop},
     respond::{Refusal, full},
+    upstream::Pool,
 };
 
 /// How long the whole exchange with the authorization service may take, reading the start
@@ -66,27 +67,12 @@ pub async fn check(
         let sent =
             read.as_ref().map_or_else(Bytes::new, |r| r.bytes.slice(..r.bytes.len().min(auth.max_body as usize)));
         let pool = backend.pool(bind.backend_client_certificate.as_deref()).await?;
-        if auth.grpc {
-            return check_grpc(req, auth, &pool, tls, &sent).await.map(|verdict| match verdict {
-                Verdict::Allow(_) => Verdict::Allow(read),
-                deny => deny,
-            });
-        }
-        let ask = authorization_request(req, uri, auth, sent);
-        let answer = pool.send(ask).await.map_err(|e| {
-            tracing::debug!(backend = %backend.key, "authorization request failed: {e}");
-            Refusal::UpstreamFailed
-        })?;
-        if answer.status() != StatusCode::OK {
-            let (mut parts, body) = answer.into_parts();
-            strip_hop_by_hop(&mut parts.headers, None);
-            return Ok(Verdict::Deny(Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())));
-        }
-        let (parts, answer_body) = answer.into_parts();
-        grant(&parts.headers, req.headers_mut(), &auth.allowed_response_headers);
-        // Read to the end (small, as allowing answers are), so that the connection is reused.
-        let _ = Limited::new(answer_body, DRAIN_LIMIT).collect().await;
-        Ok(Verdict::Allow(read))
+        let denial = if auth.grpc {
+            check_grpc(req, auth, &pool, tls, &sent).await?
+        } else {
+            check_http(req, uri, auth, &pool, sent).await?
+        };
+        Ok(denial.map_or(Verdict::Allow(read), Verdict::Deny))
     };
     match tokio::time::timeout(AUTH_TIMEOUT, exchange).await {
         Ok(Err(Refusal::UpstreamFailed | Refusal::NoEndpoints)) => Ok(Verdict::Deny(status(StatusCode::FORBIDDEN))),
@@ -96,6 +82,30 @@ pub async fn check(
             Ok(Verdict::Deny(status(StatusCode::FORBIDDEN)))
         }
     }
+}
+
+/// One HTTP authorization request: None if the service allows the request (its grants
+/// applied), else the client's answer.
+async fn check_http(
+    req: &mut Request<Incoming>,
+    uri: Uri,
+    auth: &ExternalAuth,
+    pool: &Arc<Pool>,
+    body: Bytes,
+) -> Result<Option<Response<Body>>, Refusal> {
+    let answer = pool.send(authorization_request(req, uri, auth, body)).await.map_err(|e| {
+        tracing::debug!(endpoint = %pool.endpoint(), "authorization request failed: {e}");
+        Refusal::UpstreamFailed
+    })?;
+    let (mut parts, answer_body) = answer.into_parts();
+    if parts.status != StatusCode::OK {
+        strip_hop_by_hop(&mut parts.headers, None);
+        return Ok(Some(Response::from_parts(parts, answer_body.map_err(Into::into).boxed_unsync())));
+    }
+    grant(&parts.headers, req.headers_mut(), &auth.allowed_response_headers);
+    // Read to the end (small, as allowing answers are), so that the connection is reused.
+    let _ = Limited::new(answer_body, DRAIN_LIMIT).collect().await;
+    Ok(None)
 }
 
 /// The request to the authorization service.
@@ -128,55 +138,40 @@ fn authorization_request(
 
 /// Copies what an allowing answer grants into the request: the allowed headers (the
 /// client's own values of those are dropped first, so that only the service's arrive), or
-/// every header but Host and those describing the answer.
+/// every header but those describing the answer itself. Never Host, Content-Length or a
+/// hop-by-hop header: routing is done and the body framed.
 fn grant(answer: &HeaderMap, request: &mut HeaderMap, allowed: &[String]) {
-    let own = [header::HOST, header::CONTENT_LENGTH, header::CONTENT_TYPE, header::CONTENT_ENCODING];
+    let describe_answer = [header::CONTENT_TYPE, header::CONTENT_ENCODING];
     let granted: Vec<&HeaderName> = if allowed.is_empty() {
-        answer.keys().filter(|n| !own.contains(n) && !HOP_BY_HOP.contains(n)).collect()
+        answer.keys().filter(|n| grantable(n) && !describe_answer.contains(n)).collect()
     } else {
         for name in allowed {
             request.remove(name.as_str());
         }
-        answer.keys().filter(|n| allowed.iter().any(|a| a == n.as_str())).collect()
+        answer.keys().filter(|n| grantable(n) && allowed.iter().any(|a| a == n.as_str())).collect()
     };
-    for name in &granted {
-        request.remove(*name);
-        for value in answer.get_all(*name) {
-            request.append((*name).clone(), value.clone());
-        }
-    }
-    unlist(request, &granted);
-}
-
-/// Takes `granted` out of the client's Connection header, so that the hop-by-hop stripping
-/// before forwarding cannot remove what the authorization service set.
-fn unlist(request: &mut HeaderMap, granted: &[&HeaderName]) {
-    let listed: Vec<String> = request
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty() && !granted.iter().any(|g| t.eq_ignore_ascii_case(g.as_str())))
-        .collect();
-    if request.contains_key(header::CONNECTION) {
-        request.remove(header::CONNECTION);
-        if let Ok(v) = HeaderValue::from_str(&listed.join(", "))
-            && !listed.is_empty()
-        {
-            request.insert(header::CONNECTION, v);
+    for name in granted {
+        request.remove(name);
+        for value in answer.get_all(name) {
+            request.append(name.clone(), value.clone());
         }
     }
 }
 
-/// One ext_authz `Check` call.
+/// Whether an authorization service may set or remove this request header.
+pub fn grantable(name: &HeaderName) -> bool {
+    *name != header::HOST && *name != header::CONTENT_LENGTH && !HOP_BY_HOP.contains(name)
+}
+
+/// One ext_authz `Check` call: None if the service allows the request (its header changes
+/// applied), else the client's answer.
 async fn check_grpc(
     req: &mut Request<Incoming>,
     auth: &ExternalAuth,
-    pool: &std::sync::Arc<crate::upstream::Pool>,
+    pool: &Arc<Pool>,
     tls: bool,
     body: &[u8],
-) -> Result<Verdict, Refusal> {
+) -> Result<Option<Response<Body>>, Refusal> {
     let message = ext_authz::check_request(req, tls, &auth.allowed_headers, body);
     let mut ask = Request::new(Full::new(message).map_err(|never| match never {}).boxed());
     *ask.method_mut() = http::Method::POST;
@@ -197,10 +192,8 @@ async fn check_grpc(
     }
     match ext_authz::decide(&collected.to_bytes()) {
         Some(ext_authz::Decision::Allow { headers, remove }) => {
-            let names: Vec<HeaderName> = headers.iter().map(|(n, _, _)| n.clone()).collect();
             ext_authz::apply(req.headers_mut(), headers, &remove);
-            unlist(req.headers_mut(), &names.iter().collect::<Vec<_>>());
-            Ok(Verdict::Allow(None))
+            Ok(None)
         }
         Some(ext_authz::Decision::Deny { status, headers, body }) => {
             let mut denial = Response::new(full(body));
@@ -209,7 +202,7 @@ async fn check_grpc(
             // The body is framed here, whatever the service said.
             strip_hop_by_hop(denial.headers_mut(), None);
             denial.headers_mut().remove(header::CONTENT_LENGTH);
-            Ok(Verdict::Deny(denial))
+            Ok(Some(denial))
         }
         None => {
             tracing::debug!("ext_authz answer does not parse");

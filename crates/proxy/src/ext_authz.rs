@@ -6,6 +6,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 
+use crate::ext_auth::grantable;
+
 /// The gRPC method of the ext_authz service.
 pub const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 
@@ -103,11 +105,10 @@ pub fn decide(framed: &[u8]) -> Option<Decision> {
                 _ => {}
             }
         }
-        // Routing is done and the body framed: Host and Content-Length are not the
-        // service's to change (nor, as Envoy has it, pseudo-headers).
-        let fixed = |name: &str| name == "host" || name == "content-length" || name.starts_with(':');
-        headers.retain(|(name, _, _)| !fixed(name.as_str()));
-        remove.retain(|name| !fixed(name));
+        // Routing is done and the body framed: Host, Content-Length and hop-by-hop headers
+        // are not the service's to change.
+        headers.retain(|(name, _, _)| grantable(name));
+        remove.retain(|name| HeaderName::from_bytes(name.as_bytes()).is_ok_and(|n| grantable(&n)));
         return Some(Decision::Allow { headers, remove });
     }
     let mut status = StatusCode::FORBIDDEN;

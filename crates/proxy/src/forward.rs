@@ -45,7 +45,7 @@ pub async fn forward(
     prefix: Option<&str>,
 ) -> Result<Response<Body>, Refusal> {
     let per_try = rule.timeouts.as_ref().and_then(|t| t.backend_request_ms).map(Duration::from_millis);
-    let upgrade = is_upgrade(req.headers()).then(|| req.headers().get(header::UPGRADE).cloned()).flatten();
+    let upgrade = upgrade_of(req.headers());
     let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
     // A retried request needs its body again: keep small, known-length bodies in memory.
@@ -54,16 +54,14 @@ pub async fn forward(
         _ => 0,
     };
     let (mut parts, body) = req.into_parts();
-    prepare_headers(&mut parts.headers, conn, upgrade.as_ref());
+    forwarding_headers(&mut parts.headers, conn);
     // The last attempt takes the headers; earlier ones (retries) work on copies.
     let mut headers = Some(std::mem::take(&mut parts.headers));
     let mut body = match read {
         Some(ReadBody { bytes, complete: true }) => Pending::Buffered(bytes),
-        Some(ReadBody { bytes, complete: false }) => {
-            Pending::Prefixed(Some(Prefixed { start: Some(bytes), rest: body }))
-        }
+        Some(ReadBody { bytes, complete: false }) => Pending::Stream(Some(Streamed { start: Some(bytes), rest: body })),
         None if retries > 0 => Pending::Buffered(body.collect().await.map_err(|_| Refusal::BadRequest)?.to_bytes()),
-        None => Pending::Stream(Some(body)),
+        None => Pending::Stream(Some(Streamed { start: None, rest: body })),
     };
 
     let attempts = async {
@@ -103,10 +101,7 @@ pub async fn forward(
             tokio::time::sleep(Duration::from_millis(backoff)).await;
         }
     };
-    let (mut response, choice) = match deadline {
-        Some(t) => tokio::time::timeout_at(t, attempts).await.map_err(|_| Refusal::Timeout)??,
-        None => attempts.await?,
-    };
+    let (mut response, choice) = within(deadline, attempts).await?;
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(downstream) = downstream_upgrade
@@ -136,9 +131,7 @@ pub async fn forward(
 /// The request body across attempts.
 enum Pending {
     Buffered(Bytes),
-    Stream(Option<Incoming>),
-    /// Its start read already (by ExternalAuth), the rest still coming.
-    Prefixed(Option<Prefixed>),
+    Stream(Option<Streamed>),
 }
 
 impl Pending {
@@ -146,10 +139,6 @@ impl Pending {
         match self {
             Pending::Buffered(b) => Full::new(b.clone()).map_err(|never| match never {}).boxed(),
             Pending::Stream(s) => match s.take() {
-                Some(body) => body.map_err(Into::into).boxed(),
-                None => empty_upstream(),
-            },
-            Pending::Prefixed(p) => match p.take() {
                 Some(body) => body.boxed(),
                 None => empty_upstream(),
             },
@@ -207,13 +196,14 @@ fn empty_upstream() -> UpstreamBody {
     Full::new(Bytes::new()).map_err(|never| match never {}).boxed()
 }
 
-/// A body whose start was read already: that, then the rest.
-struct Prefixed {
+/// The client's body as it streams; `start`, when set, was read already (by ExternalAuth)
+/// and goes first.
+struct Streamed {
     start: Option<Bytes>,
     rest: Incoming,
 }
 
-impl http_body::Body for Prefixed {
+impl http_body::Body for Streamed {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -340,11 +330,10 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderV
     }
 }
 
-/// The headers every upstream request carries: hop-by-hop ones out, X-Forwarded-For and
-/// -Proto in (X-Forwarded-Host was set before filters ran). The Host header passes
-/// unchanged unless URLRewrite replaced it.
-fn prepare_headers(headers: &mut HeaderMap, conn: &Conn, upgrade: Option<&HeaderValue>) {
-    strip_hop_by_hop(headers, upgrade);
+/// X-Forwarded-For and -Proto, which every upstream request carries (X-Forwarded-Host was
+/// set before filters ran, hop-by-hop headers removed). The Host header passes unchanged
+/// unless URLRewrite replaced it.
+fn forwarding_headers(headers: &mut HeaderMap, conn: &Conn) {
     let xff = HeaderName::from_static("x-forwarded-for");
     let value = match headers.get(&xff) {
         Some(existing) => {
@@ -365,11 +354,21 @@ fn prepare_headers(headers: &mut HeaderMap, conn: &Conn, upgrade: Option<&Header
     );
 }
 
-fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+/// The protocol a request asks to upgrade to (`Connection: upgrade` and `Upgrade`).
+pub fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
+    let upgrade = headers.get(header::UPGRADE)?;
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+        .then(|| upgrade.clone())
+}
+
+/// `fut`, answered 504 if it has not finished by `deadline`.
+pub async fn within<T>(deadline: Option<Instant>, fut: impl Future<Output = Result<T, Refusal>>) -> Result<T, Refusal> {
+    match deadline {
+        Some(t) => tokio::time::timeout_at(t, fut).await.map_err(|_| Refusal::Timeout)?,
+        None => fut.await,
+    }
 }

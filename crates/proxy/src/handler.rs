@@ -191,18 +191,17 @@ async fn run_rule(
         Some(cors) => cors.allowed_origin(req.headers()),
         None => None,
     };
+    // Hop-by-hop headers belong to the client's connection: they go before authorization and
+    // filters run, so that nothing those set can be named away by the client's Connection.
+    let upgrade = forward::upgrade_of(req.headers());
+    forward::strip_hop_by_hop(req.headers_mut(), upgrade.as_ref());
     // The route's request timeout covers everything from here, authorization included.
     let deadline =
         rule.timeouts.as_ref().and_then(|t| t.request_ms).map(|ms| Instant::now() + Duration::from_millis(ms));
     // The authorization service sees the request as the client sent it.
-    let verdict = match (&rule.external_auth, deadline) {
-        (Some(auth), Some(deadline)) => {
-            tokio::time::timeout_at(deadline, ext_auth::check(&mut req, auth, bind, conn.tls))
-                .await
-                .map_err(|_| Refusal::Timeout)??
-        }
-        (Some(auth), None) => ext_auth::check(&mut req, auth, bind, conn.tls).await?,
-        (None, _) => Verdict::Allow(None),
+    let verdict = match &rule.external_auth {
+        Some(auth) => forward::within(deadline, ext_auth::check(&mut req, auth, bind, conn.tls)).await?,
+        None => Verdict::Allow(None),
     };
     let mut response = match verdict {
         Verdict::Deny(response) => response,
