@@ -16,6 +16,8 @@ use std::{
 
 use tokio::time::Instant;
 
+use crate::lock;
+
 /// How long an answer is used before it is looked up again.
 const FRESH_FOR: Duration = Duration::from_secs(5);
 /// How long one lookup may take.
@@ -39,7 +41,7 @@ pub struct Resolvers(Mutex<HashMap<(String, u16), Weak<Resolver>>>);
 
 impl Resolvers {
     pub fn get(&self, host: &str, port: u16) -> Arc<Resolver> {
-        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = lock(&self.0);
         all.retain(|_, r| r.strong_count() > 0);
         let key = (host.to_string(), port);
         if let Some(live) = all.get(&key).and_then(Weak::upgrade) {
@@ -87,7 +89,7 @@ impl Resolver {
     /// `Some(None)` after a recent failure, None when there is nothing to go on.
     fn known(self: &Arc<Self>) -> Option<Option<SocketAddr>> {
         {
-            let mut state = self.lock();
+            let mut state = lock(&self.state);
             let fresh = state.fresh_until.is_some_and(|t| t > Instant::now());
             if !state.addresses.is_empty() {
                 if !fresh && !state.refreshing {
@@ -106,13 +108,13 @@ impl Resolver {
     }
 
     fn pick(&self) -> Option<SocketAddr> {
-        let mut state = self.lock();
+        let mut state = lock(&self.state);
         (!state.addresses.is_empty()).then(|| pick(&mut state))
     }
 
     async fn refresh(&self) {
         let looked_up = tokio::time::timeout(LOOKUP_TIMEOUT, (self.lookup)(self.host.clone(), self.port)).await;
-        let mut state = self.lock();
+        let mut state = lock(&self.state);
         state.refreshing = false;
         match looked_up {
             Ok(Ok(addresses)) if !addresses.is_empty() => {
@@ -130,10 +132,6 @@ impl Resolver {
                 state.fresh_until = Some(Instant::now() + FRESH_FOR);
             }
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -58,6 +58,12 @@ type UpstreamBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 /// seeded per process, costs a fraction of SipHash on these short keys.
 type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+/// A mutex's contents, also after a panic elsewhere held it (none of ours is left half
+/// updated by one).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// What every connection shares: upstream connections and metrics.
 pub struct Shared {
     upstreams: Arc<upstream::Upstreams>,

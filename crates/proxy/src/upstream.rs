@@ -16,6 +16,8 @@ pub use pool::{Pool, PooledBody};
 use rustls::{ClientConfig, pki_types::ServerName};
 use translate::ir::{BackendProtocol, BackendTls, CertifiedKey};
 
+use crate::lock;
+
 /// How long an idle connection is kept.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often idle connections and unused pools are looked for.
@@ -53,15 +55,16 @@ pub struct Upstream {
 impl Upstream {
     /// The pool for `endpoint`, made on first use.
     pub fn pool(&self, endpoint: SocketAddr) -> Arc<Pool> {
-        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        pools.entry(endpoint).or_insert_with(|| Pool::new(endpoint, self.transport.clone(), self.protocol)).clone()
+        lock(&self.pools)
+            .entry(endpoint)
+            .or_insert_with(|| Pool::new(endpoint, self.transport.clone(), self.protocol))
+            .clone()
     }
 
     /// Closes idle connections past their time, and forgets pools nobody else holds that
     /// have nothing left in them.
     fn sweep(&self) {
-        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        pools.retain(|_, pool| !pool.expire(IDLE_TIMEOUT) || Arc::strong_count(pool) > 1);
+        lock(&self.pools).retain(|_, pool| !pool.expire(IDLE_TIMEOUT) || Arc::strong_count(pool) > 1);
     }
 }
 
@@ -71,7 +74,6 @@ impl Upstream {
 pub struct Upstreams {
     plain_http1: Arc<Upstream>,
     plain_http2: Arc<Upstream>,
-    all: Mutex<Vec<Weak<Upstream>>>,
     tls: Mutex<Vec<(TlsSpec, Weak<Upstream>)>>,
 }
 
@@ -87,8 +89,7 @@ impl Upstreams {
     pub fn new() -> Self {
         let plain_http1 = Arc::new(upstream(Transport::Plain, Protocol::Http1));
         let plain_http2 = Arc::new(upstream(Transport::Plain, Protocol::Http2));
-        let all = Mutex::new(vec![Arc::downgrade(&plain_http1), Arc::downgrade(&plain_http2)]);
-        Self { plain_http1, plain_http2, all, tls: Mutex::new(Vec::new()) }
+        Self { plain_http1, plain_http2, tls: Mutex::new(Vec::new()) }
     }
 
     pub fn plain(&self, protocol: Protocol) -> Arc<Upstream> {
@@ -105,14 +106,13 @@ impl Upstreams {
         spec: TlsSpec,
         client: impl FnOnce() -> Option<(Arc<ClientConfig>, ServerName<'static>)>,
     ) -> Option<Arc<Upstream>> {
-        let mut made = self.tls.lock().unwrap_or_else(|e| e.into_inner());
+        let mut made = lock(&self.tls);
         made.retain(|(_, u)| u.strong_count() > 0);
         if let Some(live) = made.iter().find(|(s, _)| *s == spec).and_then(|(_, u)| u.upgrade()) {
             return Some(live);
         }
         let (config, server_name) = client()?;
         let upstream = Arc::new(upstream(Transport::Tls { config, server_name }, spec.protocol.into()));
-        self.all.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&upstream));
         made.push((spec, Arc::downgrade(&upstream)));
         Some(upstream)
     }
@@ -124,12 +124,8 @@ impl Upstreams {
         loop {
             tick.tick().await;
             let Some(upstreams) = upstreams.upgrade() else { return };
-            let live: Vec<Arc<Upstream>> = {
-                let mut all = upstreams.all.lock().unwrap_or_else(|e| e.into_inner());
-                all.retain(|u| u.strong_count() > 0);
-                all.iter().filter_map(Weak::upgrade).collect()
-            };
-            for upstream in live {
+            let tls: Vec<Arc<Upstream>> = lock(&upstreams.tls).iter().filter_map(|(_, u)| u.upgrade()).collect();
+            for upstream in [&upstreams.plain_http1, &upstreams.plain_http2].into_iter().chain(&tls) {
                 upstream.sweep();
             }
         }

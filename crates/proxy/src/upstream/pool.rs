@@ -32,7 +32,7 @@ use tokio::{
 };
 
 use super::{Protocol, Transport};
-use crate::{BoxError, UpstreamBody};
+use crate::{BoxError, UpstreamBody, lock};
 
 /// How long connecting, TLS handshake included, may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -305,21 +305,25 @@ impl Pool {
         {
             return Err(why.clone().into());
         }
-        let stream = match self.connect().await {
-            Ok(s) => s,
+        let handshake = async {
+            let stream = self.connect().await?;
+            let made = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                // A backend gone without a reset would otherwise hold every request sent to it.
+                .keep_alive_interval(H2_KEEP_ALIVE)
+                .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT)
+                .keep_alive_while_idle(true)
+                .handshake(TokioIo::new(stream))
+                .await?;
+            Ok::<_, BoxError>(made)
+        };
+        let (sender, conn) = match handshake.await {
+            Ok(made) => made,
             Err(e) => {
                 connecting.failed = Some((Instant::now(), e.to_string()));
                 return Err(e);
             }
         };
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            // A backend gone without a reset would otherwise hold every request sent to it.
-            .keep_alive_interval(H2_KEEP_ALIVE)
-            .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT)
-            .keep_alive_while_idle(true)
-            .handshake(TokioIo::new(stream))
-            .await?;
         let endpoint = self.endpoint;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -363,10 +367,6 @@ fn take_idle(idle: &Mutex<Vec<Idle>>) -> Option<Http1Conn> {
         }
     }
     None
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A response body that drives its HTTP/1.1 connection, and gives it back to the pool when
