@@ -31,26 +31,14 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 log() { printf '[instructions %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
 
 missing=()
 for tool in nginx wrk curl valgrind; do command -v "$tool" >/dev/null || missing+=("$tool"); done
-if ((${#missing[@]})); then
-    log "installing ${missing[*]} (apt-get)"
-    timeout 600 apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+apt_install "${missing[@]}"
+gatehouse_binary
 
-if [[ -n ${GATEHOUSE_BIN:-} ]]; then
-    GH=$GATEHOUSE_BIN
-else
-    log "building gatehouse (release)"
-    (cd "$ROOT" && timeout "$BUILD_TIMEOUT" cargo build --release -p gatehouse)
-    GH="${CARGO_TARGET_DIR:-$ROOT/target}/release/gatehouse"
-fi
-[[ -x $GH ]] || die "no gatehouse binary at $GH"
-
-# shellcheck source=ports.sh
-source "$HERE/ports.sh"
 # wait_ok URL PID: until URL answers 200, for at most 60 s (callgrind starts slowly).
 wait_ok() {
     local i

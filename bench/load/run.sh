@@ -72,6 +72,8 @@ trap 'exit 130' INT TERM
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
 
 exec > >(tee "$OUT/run.log") 2>&1
 
@@ -87,11 +89,7 @@ command -v h2load >/dev/null || missing+=(nghttp2-client)
 command -v curl >/dev/null || missing+=(curl)
 command -v jq >/dev/null || missing+=(jq)
 command -v pgrep >/dev/null || missing+=(procps)
-if ((${#missing[@]})); then
-    log "installing ${missing[*]} (apt-get)"
-    timeout 600 apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+apt_install "${missing[@]}"
 if ! command -v oha >/dev/null; then
     log "installing oha $OHA_VERSION (cargo install --locked)"
     timeout 1800 cargo install oha --version "$OHA_VERSION" --locked
@@ -100,14 +98,7 @@ CLK_TCK=$(getconf CLK_TCK)
 
 # ---------------------------------------------------------------------------------------
 # 2. gatehouse, release build.
-if [[ -n ${GATEHOUSE_BIN:-} ]]; then
-    GH=$GATEHOUSE_BIN
-else
-    log "building gatehouse (release); this waits for any other cargo holding the target dir"
-    (cd "$ROOT" && timeout "$BUILD_TIMEOUT" cargo build --release -p gatehouse)
-    GH="${CARGO_TARGET_DIR:-$ROOT/target}/release/gatehouse"
-fi
-[[ -x $GH ]] || die "no gatehouse binary at $GH"
+gatehouse_binary
 if [[ " $CASES " == *" grpc "* ]]; then
     log "building bench/load/grpc-echo (release, its own target dir)"
     timeout "$BUILD_TIMEOUT" cargo build --release --locked --quiet --manifest-path "$HERE/grpc-echo/Cargo.toml"
@@ -116,8 +107,6 @@ fi
 
 # ---------------------------------------------------------------------------------------
 # Helpers.
-# shellcheck source=ports.sh
-source "$HERE/ports.sh"
 
 # try_ok URL PID [SECONDS]: until URL answers 200 (true), or PID dies or time runs out (false).
 try_ok() {

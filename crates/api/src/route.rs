@@ -243,9 +243,10 @@ pub struct HttpAuthConfig {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ForwardBody {
-    /// Bytes of the request body sent to the authorization service; 0 sends none.
+    /// Bytes of the request body sent to the authorization service; 0 sends none. A uint16
+    /// in the schema, so larger values are refused as the API server refuses them.
     #[serde(default)]
-    pub max_size: u32,
+    pub max_size: u16,
 }
 
 /// `HTTPCORSFilter`.

@@ -415,6 +415,7 @@ fn filters(v: &mut Errors, path: &str, filters: &[HttpRouteFilter], http: bool) 
             for (field, list, what) in [
                 ("allowOrigins", &c.allow_origins, "origins"),
                 ("allowMethods", &c.allow_methods, "methods"),
+                // "methods" for headers too: the CRD's own message.
                 ("allowHeaders", &c.allow_headers, "methods"),
             ] {
                 if list.iter().any(|o| o == "*") && list.len() > 1 {

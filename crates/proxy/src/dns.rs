@@ -88,23 +88,18 @@ impl Resolver {
     /// What the answer we have says: an address (refreshing it in the background if stale),
     /// `Some(None)` after a recent failure, None when there is nothing to go on.
     fn known(self: &Arc<Self>) -> Option<Option<SocketAddr>> {
-        {
-            let mut state = lock(&self.state);
-            let fresh = state.fresh_until.is_some_and(|t| t > Instant::now());
-            if !state.addresses.is_empty() {
-                if !fresh && !state.refreshing {
-                    state.refreshing = true;
-                    let this = self.clone();
-                    tokio::spawn(async move { this.refresh().await });
-                }
-                return Some(Some(pick(&mut state)));
+        let mut state = lock(&self.state);
+        let fresh = state.fresh_until.is_some_and(|t| t > Instant::now());
+        if !state.addresses.is_empty() {
+            if !fresh && !state.refreshing {
+                state.refreshing = true;
+                let this = self.clone();
+                tokio::spawn(async move { this.refresh().await });
             }
-            if fresh {
-                // The last lookup failed, moments ago.
-                return Some(None);
-            }
+            return Some(Some(pick(&mut state)));
         }
-        None
+        // After a lookup that failed moments ago, no answer; else one must be looked up.
+        fresh.then_some(None)
     }
 
     fn pick(&self) -> Option<SocketAddr> {
@@ -117,21 +112,13 @@ impl Resolver {
         let mut state = lock(&self.state);
         state.refreshing = false;
         match looked_up {
-            Ok(Ok(addresses)) if !addresses.is_empty() => {
-                state.addresses = addresses;
-                state.fresh_until = Some(Instant::now() + FRESH_FOR);
-            }
-            failed => {
-                let why = match failed {
-                    Ok(Ok(_)) => "no address".to_string(),
-                    Ok(Err(e)) => e.to_string(),
-                    Err(_) => "timed out".to_string(),
-                };
-                // Keep the last answer, and try again on the next request after a while.
-                tracing::debug!(host = %self.host, "DNS lookup failed: {why}");
-                state.fresh_until = Some(Instant::now() + FRESH_FOR);
-            }
+            Ok(Ok(addresses)) if !addresses.is_empty() => state.addresses = addresses,
+            // Keep the last answer, and try again on the next request after a while.
+            Ok(Ok(_)) => tracing::debug!(host = %self.host, "DNS lookup found no address"),
+            Ok(Err(e)) => tracing::debug!(host = %self.host, "DNS lookup failed: {e}"),
+            Err(_) => tracing::debug!(host = %self.host, "DNS lookup timed out"),
         }
+        state.fresh_until = Some(Instant::now() + FRESH_FOR);
     }
 }
 

@@ -44,6 +44,8 @@ pub struct Conns {
 }
 
 /// Held by a connection for its lifetime, and by what outlives it (an upgraded tunnel).
+/// Clones share one waker: they are for a connection and the tunnel that takes over from
+/// it, which are not waiting on the signal at the same time for longer than the handover.
 #[derive(Clone)]
 pub struct ConnGuard {
     _alive: mpsc::Sender<()>,

@@ -61,7 +61,7 @@ pub async fn handle(
             response
         }
         Ok(Routed { rule, prefix }) => {
-            let response = match run_rule(req, &bind, &conn, &rule, prefix).await {
+            let response = match run_rule(req, started, &bind, &conn, &rule, prefix).await {
                 Ok(r) => r,
                 Err(refusal) => refusal.into_response(rule.grpc || grpc),
             };
@@ -181,6 +181,7 @@ fn percent_decode(s: &str) -> String {
 
 async fn run_rule(
     mut req: Request<Incoming>,
+    started: Instant,
     bind: &BindConfig,
     conn: &Conn,
     rule: &Rule,
@@ -195,9 +196,8 @@ async fn run_rule(
     // filters run, so that nothing those set can be named away by the client's Connection.
     let upgrade = forward::upgrade_of(req.headers());
     forward::strip_hop_by_hop(req.headers_mut(), upgrade.as_ref());
-    // The route's request timeout covers everything from here, authorization included.
-    let deadline =
-        rule.timeouts.as_ref().and_then(|t| t.request_ms).map(|ms| Instant::now() + Duration::from_millis(ms));
+    // The route's request timeout runs from the request's arrival, authorization included.
+    let deadline = rule.timeouts.as_ref().and_then(|t| t.request_ms).map(|ms| started + Duration::from_millis(ms));
     // The authorization service sees the request as the client sent it.
     let verdict = match &rule.external_auth {
         Some(auth) => forward::within(deadline, ext_auth::check(&mut req, auth, bind, conn.tls)).await?,

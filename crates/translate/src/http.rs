@@ -272,8 +272,19 @@ impl RuleCtx<'_, '_> {
         self.out.unresolved.get_or_insert(u);
     }
 
-    /// IR filters, or why the rule cannot have them.
-    /// IR filters of a rule, or (`on_backend`) of one of its backendRefs.
+    /// A backendRef's backend key; None (noted for ResolvedRefs) when it does not resolve.
+    fn resolve(&mut self, backend_ref: &api::route::BackendRef, transport: Transport) -> Option<String> {
+        match backends::resolve(self.snapshot, self.kind, self.namespace, backend_ref, transport, self.backends) {
+            Ok(key) => Some(key),
+            Err(u) => {
+                self.note_unresolved(u);
+                None
+            }
+        }
+    }
+
+    /// IR filters of a rule, or (`on_backend`) of one of its backendRefs; or why they cannot
+    /// be had.
     fn filters(&mut self, filters: &[HttpRouteFilter], on_backend: bool) -> Result<Vec<HttpFilter>, FilterError> {
         let mut out = Vec::new();
         let mut failed = None;
@@ -294,20 +305,7 @@ impl RuleCtx<'_, '_> {
                 }
                 "RequestMirror" => {
                     let Some(m) = &f.request_mirror else { continue };
-                    let backend = match backends::resolve(
-                        self.snapshot,
-                        self.kind,
-                        self.namespace,
-                        &m.backend_ref,
-                        transport(self.kind),
-                        self.backends,
-                    ) {
-                        Ok(key) => Some(key),
-                        Err(u) => {
-                            self.note_unresolved(u);
-                            None
-                        }
-                    };
+                    let backend = self.resolve(&m.backend_ref, transport(self.kind));
                     let per_million = match (&m.percent, &m.fraction) {
                         (Some(p), _) => (*p as u32) * 10_000,
                         (None, Some(fr)) if fr.denominator > 0 => {
@@ -333,32 +331,17 @@ impl RuleCtx<'_, '_> {
                     // Authorization decides whether a request goes on at all: on one
                     // backendRef, or twice, it has no meaning gatehouse would guess at.
                     let repeated = out.iter().any(|f| matches!(f, HttpFilter::ExternalAuth(_)));
-                    if on_backend || repeated {
-                        failed = Some(FilterError::Unsupported(
-                            if on_backend {
-                                "ExternalAuth on a backendRef is not supported"
-                            } else {
-                                "more than one ExternalAuth filter in a rule is not supported"
-                            }
-                            .to_string(),
-                        ));
+                    let refused = match (on_backend, repeated) {
+                        (true, _) => Some("ExternalAuth on a backendRef is not supported"),
+                        (_, true) => Some("more than one ExternalAuth filter in a rule is not supported"),
+                        _ => None,
+                    };
+                    if let Some(why) = refused {
+                        failed = Some(FilterError::Unsupported(why.to_string()));
                         continue;
                     }
                     let grpc = a.protocol == "GRPC";
-                    let backend = match backends::resolve(
-                        self.snapshot,
-                        self.kind,
-                        self.namespace,
-                        &a.backend_ref,
-                        if grpc { Transport::Grpc } else { Transport::Http },
-                        self.backends,
-                    ) {
-                        Ok(key) => Some(key),
-                        Err(u) => {
-                            self.note_unresolved(u);
-                            None
-                        }
-                    };
+                    let backend = self.resolve(&a.backend_ref, if grpc { Transport::Grpc } else { Transport::Http });
                     let http = a.http.clone().unwrap_or_default();
                     let lower = |names: Vec<String>| names.into_iter().map(|n| n.to_ascii_lowercase()).collect();
                     let allowed_headers = match &a.grpc {
@@ -371,7 +354,7 @@ impl RuleCtx<'_, '_> {
                         path_prefix: http.path.unwrap_or_default(),
                         allowed_headers: lower(allowed_headers),
                         allowed_response_headers: lower(http.allowed_response_headers),
-                        max_body: a.forward_body.as_ref().map_or(0, |b| b.max_size),
+                        max_body: a.forward_body.as_ref().map_or(0, |b| u32::from(b.max_size)),
                     }));
                 }
                 // Carried out by the rule's action.
@@ -402,15 +385,7 @@ impl RuleCtx<'_, '_> {
     fn forward(&mut self, refs: &[FilteredBackendRef], transport: Transport) -> RuleAction {
         let mut backends = Vec::new();
         for b in refs {
-            let backend =
-                match backends::resolve(self.snapshot, self.kind, self.namespace, &b.backend, transport, self.backends)
-                {
-                    Ok(key) => Some(key),
-                    Err(u) => {
-                        self.note_unresolved(u);
-                        None
-                    }
-                };
+            let backend = self.resolve(&b.backend, transport);
             // A backend whose own filters cannot be honoured gets its share answered 500.
             let (filters, backend) = match self.filters(&b.filters, true) {
                 Ok(f) => (f, backend),

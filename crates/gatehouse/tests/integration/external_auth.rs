@@ -47,18 +47,16 @@ async fn auth_service() -> (SocketAddr, Seen) {
 }
 
 /// A gateway whose one rule asks the authorization service `auth` (Service `auth`) first,
-/// with `settings` in the filter (`http`, `forwardBody`), then forwards to `backend`.
-async fn start(auth: SocketAddr, backend: SocketAddr, settings: &str) -> (Gateway, u16) {
+/// with `settings` in the filter (`protocol`, `http`, `forwardBody`, ...) and `rule` in the
+/// rule (`timeouts`, ...), then forwards to `backend`.
+async fn start(auth: SocketAddr, backend: SocketAddr, settings: &str, rule: &str) -> (Gateway, u16) {
     let port = free_port();
     let spec = format!(
         "  rules:
     - filters:
         - type: ExternalAuth
-          externalAuth:
-            protocol: HTTP
-            backendRef: {{name: auth, port: 80}}
-{settings}
-      backendRefs: [{{name: app, port: 80}}]
+          externalAuth: {{backendRef: {{name: auth, port: 80}}, {settings}}}
+      backendRefs: [{{name: app, port: 80}}]{rule}
 "
     );
     let config = format!(
@@ -83,8 +81,8 @@ fn get_with(port: u16, path: &str, headers: &[(&str, &str)]) -> Request<Full<Byt
 async fn an_allowed_request_goes_on_with_the_granted_headers() {
     let (auth, asked) = auth_service().await;
     let (backend, seen) = recording_backend("app").await;
-    let settings = "            http: {path: /check, allowedHeaders: [X-Trace], allowedResponseHeaders: [X-User]}";
-    let (_gw, port) = start(auth, backend, settings).await;
+    let settings = "protocol: HTTP, http: {path: /check, allowedHeaders: [X-Trace], allowedResponseHeaders: [X-User]}";
+    let (_gw, port) = start(auth, backend, settings, "").await;
 
     let headers = [("authorization", "Bearer good"), ("x-trace", "t1"), ("x-other", "o")];
     let (code, _, _) = request(get_with(port, "/app/x?q=1", &headers)).await.unwrap();
@@ -111,7 +109,7 @@ async fn an_allowed_request_goes_on_with_the_granted_headers() {
 async fn a_refusal_is_the_clients_answer_and_the_backend_sees_nothing() {
     let (auth, _) = auth_service().await;
     let (backend, seen) = recording_backend("app").await;
-    let (_gw, port) = start(auth, backend, "            http: {}").await;
+    let (_gw, port) = start(auth, backend, "protocol: HTTP, http: {}", "").await;
 
     let (code, headers, body) = request(get_with(port, "/", &[("authorization", "Bearer bad")])).await.unwrap();
     assert_eq!(code, 401);
@@ -125,7 +123,7 @@ async fn an_unreachable_authorization_service_fails_closed() {
     // A port nobody listens on.
     let gone: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let (backend, seen) = recording_backend("app").await;
-    let (_gw, port) = start(gone, backend, "            http: {}").await;
+    let (_gw, port) = start(gone, backend, "protocol: HTTP, http: {}", "").await;
     let (code, _, _) = request(get_with(port, "/", &[("authorization", "Bearer good")])).await.unwrap();
     assert_eq!(code, 403);
     assert!(seen.lock().unwrap().is_empty());
@@ -135,7 +133,7 @@ async fn an_unreachable_authorization_service_fails_closed() {
 async fn the_start_of_the_body_is_sent_along() {
     let (auth, asked) = auth_service().await;
     let (backend, seen) = recording_backend("app").await;
-    let (_gw, port) = start(auth, backend, "            http: {}\n            forwardBody: {maxSize: 16}").await;
+    let (_gw, port) = start(auth, backend, "protocol: HTTP, http: {}, forwardBody: {maxSize: 16}", "").await;
     let post = |body: &'static str| {
         Request::post(format!("http://127.0.0.1:{port}/submit"))
             .header("authorization", "Bearer good")
@@ -159,8 +157,8 @@ async fn the_start_of_the_body_is_sent_along() {
 async fn a_granted_header_is_the_services_alone() {
     let (auth, _) = auth_service().await;
     let (backend, seen) = recording_backend("app").await;
-    let settings = "            http: {allowedResponseHeaders: [X-User, X-Role]}";
-    let (_gw, port) = start(auth, backend, settings).await;
+    let settings = "protocol: HTTP, http: {allowedResponseHeaders: [X-User, X-Role]}";
+    let (_gw, port) = start(auth, backend, settings, "").await;
     // The client claims a role the service does not grant, and asks for the granted user
     // header to be dropped as hop-by-hop.
     let headers = [("authorization", "Bearer good"), ("x-role", "admin"), ("connection", "x-user")];
@@ -174,25 +172,10 @@ async fn a_granted_header_is_the_services_alone() {
 async fn the_request_timeout_covers_the_authorization_exchange() {
     let slow_auth = slow_backend(std::time::Duration::from_secs(3)).await;
     let (backend, seen) = recording_backend("app").await;
-    let port = free_port();
-    let spec = "  rules:
-    - filters:
-        - type: ExternalAuth
-          externalAuth: {protocol: HTTP, backendRef: {name: auth, port: 80}, http: {}}
-      timeouts: {request: 300ms}
-      backendRefs: [{name: app, port: 80}]
-";
-    let config = format!(
-        "{CLASS}{}{}{}{}",
-        http_gateway(port),
-        service("auth", slow_auth),
-        service("app", backend),
-        route_spec("r", spec)
-    );
-    let _gw = Gateway::start(&config).await;
-    let started = std::time::Instant::now();
+    let timeout = "\n      timeouts: {request: 300ms}";
+    let (_gw, port) = start(slow_auth, backend, "protocol: HTTP, http: {}", timeout).await;
+    // Without the deadline the slow service would allow the request after 3 s: a 200.
     assert_eq!(request(get_with(port, "/", &[])).await.unwrap().0, 504);
-    assert!(started.elapsed() < std::time::Duration::from_secs(3), "answered at the route's deadline");
     assert!(seen.lock().unwrap().is_empty());
 }
 
@@ -316,21 +299,8 @@ async fn ext_authz_service() -> (SocketAddr, Seen) {
 async fn ext_authz_over_grpc_allows_and_denies() {
     let (auth, asked) = ext_authz_service().await;
     let (backend, seen) = recording_backend("app").await;
-    let port = free_port();
-    let spec = "  rules:
-    - filters:
-        - type: ExternalAuth
-          externalAuth: {protocol: GRPC, backendRef: {name: auth, port: 80}, grpc: {allowedHeaders: [authorization, x-trace]}}
-      backendRefs: [{name: app, port: 80}]
-";
-    let config = format!(
-        "{CLASS}{}{}{}{}",
-        http_gateway(port),
-        service("auth", auth),
-        service("app", backend),
-        route_spec("r", spec)
-    );
-    let _gw = Gateway::start(&config).await;
+    let settings = "protocol: GRPC, grpc: {allowedHeaders: [authorization, x-trace]}";
+    let (_gw, port) = start(auth, backend, settings, "").await;
 
     let headers = [("authorization", "Bearer good"), ("x-trace", "t1"), ("x-other", "secret-o")];
     assert_eq!(request(get_with(port, "/app/x?q=1", &headers)).await.unwrap().0, 200);
