@@ -8,7 +8,8 @@
 #   bench/load/instructions.sh      # as root (it apt-get installs what is missing)
 #
 # Knobs (environment): DURATION=8 (s of measured load), CONNS=10, WARMUP=2 (s),
-# GATEHOUSE_BIN (skip the build), BUILD_TIMEOUT=2400 (s).
+# GATEHOUSE_BIN (skip the build), BUILD_TIMEOUT=2400 (s), KEEP=DIR (keep the callgrind dumps
+# there, for callgrind_annotate).
 set -euo pipefail
 
 DURATION=${DURATION:-8}
@@ -140,6 +141,7 @@ measure() {
     dump=$(ls -1 "$out".* 2>/dev/null | head -1)
     [[ -n $dump ]] || die "no callgrind dump for $name"
     INSTRUCTIONS=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
+    if [[ -n ${KEEP:-} ]]; then mkdir -p "$KEEP" && cp "$dump" "$KEEP/$name.callgrind"; fi
     [[ -n $REQS && -n $INSTRUCTIONS ]] || die "no figures for $name"
 }
 

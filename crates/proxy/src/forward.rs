@@ -106,14 +106,13 @@ pub async fn forward(
     if response.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(downstream) = downstream_upgrade
     {
-        let upstream = hyper::upgrade::on(&mut response);
+        let up = response.body_mut().upgraded().ok_or(Refusal::UpstreamFailed)?;
         // The tunnel outlives the HTTP connection: it keeps the connection's place in the
         // socket's drain, and idles out like any byte stream.
         let guard = conn.guard.clone();
         tokio::spawn(async move {
-            if let (Ok(down), Ok(up)) = (downstream.await, upstream.await) {
-                let (down, up) = (hyper_util::rt::TokioIo::new(down), hyper_util::rt::TokioIo::new(up));
-                stream::pipe(down, up, &guard, StreamCounters::detached()).await;
+            if let Ok(down) = downstream.await {
+                stream::pipe(hyper_util::rt::TokioIo::new(down), up, &guard, StreamCounters::detached()).await;
             }
         });
         let (parts, _) = response.into_parts();

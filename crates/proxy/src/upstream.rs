@@ -3,7 +3,10 @@
 //! endpoint. A compiled configuration holds the pools of its endpoints, so the usual request
 //! takes a connection without a map lookup; plain pools outlive reconfiguration.
 
+mod codec;
+mod http1;
 mod pool;
+mod stream;
 
 use std::{
     collections::HashMap,

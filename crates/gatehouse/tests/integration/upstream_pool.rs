@@ -39,7 +39,9 @@ struct Counts {
 /// An HTTP/1.1 backend written by hand, so that the tests see its connections. It answers by
 /// path: `/chunked` with a chunked body, `/empty` with 204, `/early` with 413 before reading
 /// the request body (it reads it afterwards, slowly), `/stall` with one chunk and then
-/// nothing for a long time; anything else with `ok` (or its headers alone, for HEAD).
+/// nothing for a long time, `/continue` with a 100 before its 200, `/conflicting` with two
+/// Content-Lengths, `/both` framed by Content-Length and chunked at once; anything else with
+/// `ok` (or its headers alone, for HEAD).
 async fn raw_backend(mode: Mode) -> (SocketAddr, Arc<Counts>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -94,6 +96,11 @@ async fn serve_raw(mut stream: TcpStream, mode: Mode, counts: Arc<Counts>) {
             (_, "/chunked") => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n3\r\n-ch\r\n0\r\n\r\n",
             (_, "/empty") => b"HTTP/1.1 204 No Content\r\n\r\n",
             (_, "/stall") => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n",
+            (_, "/continue") => b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            (_, "/conflicting") => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok",
+            (_, "/both") => {
+                b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+            }
             ("HEAD", _) => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n",
             _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
         };
@@ -240,6 +247,98 @@ async fn a_backend_answering_before_reading_the_body_leaves_both_sides_usable() 
     seen.clear();
     read_until(&mut rd, &mut seen, "\r\n\r\nok").await;
     assert!(seen.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&seen));
+}
+
+#[tokio::test]
+async fn interim_answers_are_passed_over_and_ambiguous_ones_refused() {
+    let (backend, counts) = raw_backend(Mode::KeepAlive).await;
+    let (_gw, port) = gateway_for(backend).await;
+    let (code, _, body) = request(req("GET", port, "/continue", Bytes::new())).await.unwrap();
+    assert_eq!((code, body.as_str()), (200, "ok"), "the 100 is not the answer");
+    assert_eq!(request(req("GET", port, "/", Bytes::new())).await.unwrap().2, "ok");
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 1, "after an interim answer the connection is reused");
+
+    // Two lengths: which one is the body? Neither is guessed at.
+    assert_eq!(request(req("GET", port, "/conflicting", Bytes::new())).await.unwrap().0, 502);
+    assert_eq!(request(req("GET", port, "/", Bytes::new())).await.unwrap().2, "ok");
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 2, "the confused connection was dropped");
+
+    // Chunked wins over Content-Length, and the connection that sent both is not used again.
+    let (code, headers, body) = request(req("GET", port, "/both", Bytes::new())).await.unwrap();
+    assert_eq!((code, body.as_str()), (200, "ok"));
+    assert_ne!(headers.get("content-length").map(|v| v.as_bytes()), Some(&b"9"[..]));
+    assert_eq!(request(req("GET", port, "/", Bytes::new())).await.unwrap().2, "ok");
+    assert_eq!(counts.accepted.load(Ordering::SeqCst), 3);
+}
+
+/// A backend that answers a chunked request at once and echoes each chunk as it comes:
+/// the exchange is full duplex. It checks that the body reaches it chunked.
+async fn chunk_echo_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let Ok((mut stream, _)) = listener.accept().await else { return };
+        let mut buf = Vec::new();
+        let Ok(Some(head)) = read_head(&mut stream, &mut buf, PATIENCE).await else { return };
+        let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+        let reply = if chunked {
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        } else {
+            "HTTP/1.1 400 Bad Request\r\n\r\n"
+        };
+        if stream.write_all(reply.as_bytes()).await.is_err() || !chunked {
+            return;
+        }
+        loop {
+            // One chunk: its size line, its data and CRLF, echoed as they are.
+            let Some(line_end) = read_to(&mut stream, &mut buf, |b| b.windows(2).position(|w| w == b"\r\n")).await
+            else {
+                return;
+            };
+            let size = usize::from_str_radix(String::from_utf8_lossy(&buf[..line_end]).trim(), 16).unwrap_or(0);
+            let total = line_end + 2 + size + 2;
+            if read_to(&mut stream, &mut buf, |b| (b.len() >= total).then_some(total)).await.is_none() {
+                return;
+            }
+            let chunk: Vec<u8> = buf.drain(..total).collect();
+            if stream.write_all(&chunk).await.is_err() || size == 0 {
+                return;
+            }
+        }
+    });
+    addr
+}
+
+/// Reads into `buf` until `found` finds something in it, within [`PATIENCE`].
+async fn read_to(stream: &mut TcpStream, buf: &mut Vec<u8>, found: impl Fn(&[u8]) -> Option<usize>) -> Option<usize> {
+    loop {
+        if let Some(at) = found(buf) {
+            return Some(at);
+        }
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout(PATIENCE, stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_request_body_streams_on_after_the_answer_began() {
+    let (_gw, port) = gateway_for(chunk_echo_backend().await).await;
+    let client = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (mut rd, mut wr) = client.into_split();
+    wr.write_all(b"POST /echo HTTP/1.1\r\nhost: example.com\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    read_until(&mut rd, &mut seen, "hello").await;
+    assert!(seen.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&seen));
+    // The second chunk is sent only once the first came back: it can only arrive if the
+    // gateway goes on sending the request body while it reads the response.
+    wr.write_all(b"5\r\nworld\r\n0\r\n\r\n").await.unwrap();
+    read_until(&mut rd, &mut seen, "world").await;
+    read_until(&mut rd, &mut seen, "0\r\n\r\n").await;
 }
 
 /// Reads from `rd` into `seen` until it contains `marker`, within [`PATIENCE`].

@@ -1,11 +1,8 @@
 //! The connections to one endpoint.
 //!
-//! An HTTP/1.1 connection carries one exchange at a time and has no task of its own: the
-//! request using it drives its I/O, first while waiting for the response head, then from
-//! the response body as the client reads it. That saves a task wake-up and a channel hop
-//! each way. The connection goes back to the pool when the body has been read to its end;
-//! a body dropped before then closes it. A connection the backend closed while it sat idle
-//! notices when next driven, before writing, and gives the request back for another one.
+//! HTTP/1.1 connections (see `http1`) are kept idle here between exchanges. One the backend
+//! closed while it sat idle is noticed when taken, before a request is written to it; one
+//! that fails before any answer came gives the request to another when that is safe.
 //!
 //! HTTP/2 shares one connection, driven by a task, among every request to the endpoint.
 
@@ -14,24 +11,26 @@ use std::{
     net::SocketAddr,
     pin::Pin,
     sync::{Arc, Mutex},
-    task::{Context, Poll, Waker},
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, Uri, header, uri::Authority};
+use bytes::{Bytes, BytesMut};
+use http::{
+    Method, Request, Response, StatusCode, Uri, header,
+    uri::{Authority, PathAndQuery},
+};
 use http_body::{Body, Frame, SizeHint};
-use hyper::{
-    body::Incoming,
-    client::conn::{http1, http2},
-};
+use hyper::{body::Incoming, client::conn::http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::TcpStream,
-};
+use tokio::net::TcpStream;
 
-use super::{Protocol, Transport};
+use super::{
+    Protocol, Transport,
+    codec::{self, RequestFraming},
+    http1::{Http1Body, Http1Conn, Upgraded},
+    stream::Stream,
+};
 use crate::{BoxError, UpstreamBody, lock};
 
 /// How long connecting, TLS handshake included, may take.
@@ -76,39 +75,6 @@ struct Idle {
     since: Instant,
 }
 
-/// An HTTP/1.1 connection: where requests go in, and the I/O that whoever uses it drives.
-pub struct Http1Conn {
-    sender: http1::SendRequest<UpstreamBody>,
-    /// hyper's connection future (with upgrades), boxed because its type cannot be named;
-    /// None once it has ended.
-    io: Option<Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>>,
-}
-
-impl Http1Conn {
-    /// Drives the connection's I/O. False once it has ended.
-    fn poll_io(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(io) = &mut self.io else { return false };
-        match io.as_mut().poll(cx) {
-            Poll::Pending => true,
-            Poll::Ready(ended) => {
-                if let Err(e) = ended {
-                    tracing::debug!("upstream connection: {e}");
-                }
-                // Dropped at once: requests still queued in it fail, giving their message
-                // back, only when it is gone.
-                self.io = None;
-                false
-            }
-        }
-    }
-
-    /// Whether an idle connection can take a request: driven once, so that it sees a close
-    /// by the backend and settles the exchange before.
-    fn usable(&mut self) -> bool {
-        self.poll_io(&mut Context::from_waker(Waker::noop())) && self.sender.is_ready()
-    }
-}
-
 impl Pool {
     pub(super) fn new(endpoint: SocketAddr, transport: Transport, protocol: Protocol) -> Arc<Self> {
         let authority = Authority::try_from(endpoint.to_string()).expect("a socket address is a URI authority");
@@ -128,21 +94,8 @@ impl Pool {
 
     /// Sends `req` (its URI's path and query are used) on a pooled connection, or a new one.
     pub async fn send(self: &Arc<Self>, mut req: Request<UpstreamBody>) -> Result<Response<PooledBody>, BoxError> {
-        let path = req.uri().path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         match &self.conns {
-            Conns::Http1(idle) => {
-                // Origin-form, and a Host for HTTP/1.0 clients that sent none.
-                *req.uri_mut() = Uri::from(path);
-                *req.version_mut() = http::Version::HTTP_11;
-                // `te: trailers` is for HTTP/2 (gRPC); HTTP/1.1 needs no TE from us.
-                req.headers_mut().remove(header::TE);
-                if !req.headers().contains_key(header::HOST)
-                    && let Ok(host) = HeaderValue::from_str(self.authority.as_str())
-                {
-                    req.headers_mut().insert(header::HOST, host);
-                }
-                self.send_http1(idle, req).await
-            }
+            Conns::Http1(idle) => self.send_http1(idle, req).await,
             Conns::Http2(shared) => {
                 let scheme = match self.transport {
                     Transport::Plain => http::uri::Scheme::HTTP,
@@ -154,7 +107,8 @@ impl Pool {
                 let mut parts = http::uri::Parts::default();
                 parts.scheme = Some(scheme);
                 parts.authority = Some(authority.unwrap_or_else(|| self.authority.clone()));
-                parts.path_and_query = Some(path);
+                parts.path_and_query =
+                    Some(req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
                 *req.uri_mut() = Uri::from_parts(parts)?;
                 *req.version_mut() = http::Version::HTTP_2;
                 self.send_http2(shared, req).await
@@ -162,11 +116,22 @@ impl Pool {
         }
     }
 
+    /// The request in origin form, its head written once: a retry writes the same bytes.
     async fn send_http1(
         self: &Arc<Self>,
         idle: &Mutex<Vec<Idle>>,
-        mut req: Request<UpstreamBody>,
+        req: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, BoxError> {
+        let (parts, body) = req.into_parts();
+        let framing = RequestFraming::of(&parts.method, &parts.headers, body.is_end_stream(), body.size_hint().exact());
+        let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        let mut head = BytesMut::new();
+        codec::encode_request(&mut head, &parts.method, target, &parts.headers, self.authority.as_str(), framing);
+        let head = head.freeze();
+        let is_head = parts.method == Method::HEAD;
+        // Hop-by-hop headers were removed but for an upgrade's.
+        let upgrade = parts.headers.contains_key(header::UPGRADE);
+        let mut body = Some(body);
         // Each turn takes an idle connection off the pool or opens one, so this ends.
         loop {
             let taken = take_idle(idle);
@@ -174,31 +139,25 @@ impl Pool {
             let mut conn = match taken {
                 Some(c) => c,
                 // Boxed: connecting (TLS above all) would make every request's future larger.
-                None => Box::pin(self.connect_http1()).await?,
+                None => Http1Conn::new(Box::pin(self.connect()).await?),
             };
-            let mut response = std::pin::pin!(conn.sender.try_send_request(req));
-            // The connection writes the request and reads the response when driven; once it
-            // ends, the response future holds its error.
-            let result = std::future::poll_fn(|cx| {
-                conn.poll_io(cx);
-                response.as_mut().poll(cx)
-            })
-            .await;
-            match result {
+            conn.start(head.clone(), body.take().map(|b| (b, framing)));
+            match std::future::poll_fn(|cx| conn.poll_head(cx, is_head, upgrade)).await {
                 Ok(response) => {
-                    let held = if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                        // The upgraded stream is handed over when the connection future ends.
-                        conn.io.take().map(tokio::spawn);
-                        None
+                    let body = if response.status == StatusCode::SWITCHING_PROTOCOLS {
+                        PooledBody(Kind::Switched(Some(conn)))
                     } else {
-                        conn.io.is_some().then(|| (self.clone(), conn))
+                        PooledBody(Kind::Http1(Http1Body::new(conn, self.clone(), response.body, response.keep_alive)))
                     };
-                    return Ok(response.map(|body| PooledBody::new(body, held)));
+                    let mut answer = Response::new(body);
+                    *answer.status_mut() = response.status;
+                    *answer.headers_mut() = response.headers;
+                    return Ok(answer);
                 }
-                Err(mut e) => match e.take_message() {
-                    // Never written: the idle connection had closed. Another one will do.
-                    Some(unsent) if reused => req = unsent,
-                    _ => return Err(e.into_error().into()),
+                // Most likely closed by the backend as it was taken: once more, on another.
+                Err(e) => match conn.retry(parts.method.is_idempotent()) {
+                    Some(unsent) if reused => body = unsent,
+                    _ => return Err(e),
                 },
             }
         }
@@ -217,7 +176,7 @@ impl Pool {
                 None => (true, Box::pin(self.connect_http2(shared)).await?),
             };
             match sender.try_send_request(req).await {
-                Ok(response) => return Ok(response.map(|body| PooledBody::new(body, None))),
+                Ok(response) => return Ok(response.map(|body| PooledBody(Kind::Http2(body)))),
                 Err(mut e) => match e.take_message() {
                     // The shared connection went away before taking the request: once more,
                     // on the one that replaces it.
@@ -237,16 +196,11 @@ impl Pool {
 
     /// Keeps a connection whose response has been read for the next request. One still
     /// sending its request body (a backend may answer before reading it all) gets a task
-    /// that drives it until it is done: left in the pool undriven, it would stall the client
-    /// connection that body comes from.
-    fn put(self: Arc<Self>, mut conn: Http1Conn) {
+    /// that sends the rest: left in the pool undriven, it would stall the client connection
+    /// that body comes from.
+    pub(super) fn put(self: Arc<Self>, mut conn: Http1Conn) {
         let Conns::Http1(idle) = &self.conns else { return };
-        // Usually the exchange settled while the response was read; otherwise one turn of
-        // the connection may settle it.
-        if !conn.sender.is_ready() && !conn.poll_io(&mut Context::from_waker(Waker::noop())) {
-            return;
-        }
-        if conn.sender.is_ready() {
+        if !conn.sending() {
             let mut idle = lock(idle);
             if idle.len() < MAX_IDLE {
                 idle.push(Idle { conn, since: Instant::now() });
@@ -254,16 +208,7 @@ impl Pool {
             return;
         }
         tokio::spawn(async move {
-            let ready = std::future::poll_fn(|cx| {
-                if !conn.poll_io(cx) {
-                    Poll::Ready(false)
-                } else if conn.sender.is_ready() {
-                    Poll::Ready(true)
-                } else {
-                    Poll::Pending
-                }
-            });
-            if ready.await {
+            if std::future::poll_fn(|cx| conn.poll_send(cx)).await.is_ok() {
                 self.put(conn);
             }
         });
@@ -285,12 +230,6 @@ impl Pool {
                 current.is_none()
             }
         }
-    }
-
-    async fn connect_http1(&self) -> Result<Http1Conn, BoxError> {
-        let stream = self.connect().await?;
-        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
-        Ok(Http1Conn { sender, io: Some(Box::pin(conn.with_upgrades())) })
     }
 
     async fn connect_http2(&self, shared: &Http2Shared) -> Result<(u64, http2::SendRequest<UpstreamBody>), BoxError> {
@@ -357,129 +296,63 @@ impl Pool {
     }
 }
 
-/// The most recently used idle connection that can take a request. One the backend closed
-/// since it was last driven gives its request back unsent (`send_http1` tries another).
+/// The most recently used idle connection that can take a request.
 fn take_idle(idle: &Mutex<Vec<Idle>>) -> Option<Http1Conn> {
     let mut idle = lock(idle);
-    while let Some(i) = idle.pop() {
-        if i.conn.sender.is_ready() {
+    while let Some(mut i) = idle.pop() {
+        if i.conn.usable() {
             return Some(i.conn);
         }
     }
     None
 }
 
-/// A response body that drives its HTTP/1.1 connection, and gives it back to the pool when
-/// read to its end.
-pub struct PooledBody {
-    inner: Incoming,
-    held: Option<(Arc<Pool>, Http1Conn)>,
+/// A response body: from an HTTP/1.1 connection, which it drives and gives back to the pool
+/// when read to its end, or from the shared HTTP/2 one; none for a switch of protocols,
+/// whose connection [`PooledBody::upgraded`] hands over.
+pub struct PooledBody(Kind);
+
+enum Kind {
+    Http1(Http1Body),
+    Http2(Incoming),
+    Switched(Option<Http1Conn>),
 }
 
 impl PooledBody {
-    fn new(inner: Incoming, held: Option<(Arc<Pool>, Http1Conn)>) -> Self {
-        let mut body = Self { inner, held };
-        if body.inner.is_end_stream() {
-            body.release();
-        }
-        body
-    }
-
-    fn release(&mut self) {
-        if let Some((pool, conn)) = self.held.take() {
-            pool.put(conn);
+    /// The connection of a 101 (Switching Protocols) answer, once.
+    pub fn upgraded(&mut self) -> Option<Upgraded> {
+        match &mut self.0 {
+            Kind::Switched(conn) => conn.take().map(Http1Conn::into_upgraded),
+            _ => None,
         }
     }
 }
 
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let mut polled = Pin::new(&mut this.inner).poll_frame(cx);
-        // Nothing read yet: drive the connection, then look again.
-        if polled.is_pending()
-            && let Some((_, conn)) = &mut this.held
-        {
-            if !conn.poll_io(cx) {
-                this.held = None;
-            }
-            polled = Pin::new(&mut this.inner).poll_frame(cx);
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.get_mut().0 {
+            Kind::Http1(body) => Pin::new(body).poll_frame(cx),
+            Kind::Http2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Kind::Switched(_) => Poll::Ready(None),
         }
-        match &polled {
-            Poll::Ready(None) => this.release(),
-            // Trailers end a body too; servers stop reading after them.
-            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() || this.inner.is_end_stream() => this.release(),
-            // A connection whose response broke off is not used again.
-            Poll::Ready(Some(Err(_))) => this.held = None,
-            _ => {}
-        }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.0 {
+            Kind::Http1(body) => body.is_end_stream(),
+            Kind::Http2(body) => body.is_end_stream(),
+            Kind::Switched(_) => true,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// A connection's bytes: plain TCP, or TLS over it.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Stream::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Stream::Plain(s) => s.is_write_vectored(),
-            Stream::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        match &self.0 {
+            Kind::Http1(body) => body.size_hint(),
+            Kind::Http2(body) => body.size_hint(),
+            Kind::Switched(_) => SizeHint::with_exact(0),
         }
     }
 }
