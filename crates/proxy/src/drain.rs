@@ -5,7 +5,7 @@
 //! every request than a watch channel.
 
 use std::{
-    pin::pin,
+    pin::{Pin, pin},
     sync::{
         Arc, Weak,
         atomic::{AtomicU8, Ordering},
@@ -14,7 +14,6 @@ use std::{
 };
 
 use atomic_waker::AtomicWaker;
-use hyper_util::server::graceful::GracefulConnection;
 use tokio::sync::mpsc;
 
 const RUNNING: u8 = 0;
@@ -110,9 +109,9 @@ impl ConnGuard {
         std::future::poll_fn(|cx| if self.poll_state(cx) == KILLED { Poll::Ready(()) } else { Poll::Pending }).await
     }
 
-    /// Serves a hyper connection: it shuts down gracefully once the drain begins, and is
-    /// dropped if still open when killed.
-    pub async fn serve<C: GracefulConnection>(&self, conn: C) {
+    /// Serves a hyper connection: `shutdown` is called on it once the drain begins, and it
+    /// is dropped if still open when killed.
+    pub async fn serve<C: Future>(&self, conn: C, shutdown: impl Fn(Pin<&mut C>)) {
         let mut conn = pin!(conn);
         let mut shutting_down = false;
         std::future::poll_fn(|cx| {
@@ -120,7 +119,7 @@ impl ConnGuard {
                 KILLED => return Poll::Ready(()),
                 DRAINING if !shutting_down => {
                     shutting_down = true;
-                    conn.as_mut().graceful_shutdown();
+                    shutdown(conn.as_mut());
                 }
                 _ => {}
             }

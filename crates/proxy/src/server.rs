@@ -7,11 +7,12 @@
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
-use hyper::service::service_fn;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::conn::auto,
+use bytes::Bytes;
+use hyper::{
+    server::conn::{http1, http2},
+    service::service_fn,
 };
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
@@ -24,7 +25,7 @@ use crate::{
     config::BindConfig,
     drain::{ConnGuard, Conns},
     handler,
-    rewind::{Rewind, first_bytes},
+    rewind::{H2_PREFACE, Rewind, first_bytes},
     stream::{self, StreamConfig},
     tls::TlsConfigs,
 };
@@ -51,25 +52,58 @@ pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-fn builder() -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        // Slow clients: the whole request head must arrive in time.
-        .header_read_timeout(Duration::from_secs(10))
-        // Request line plus headers; past it hyper answers 431.
-        .max_buf_size(64 * 1024)
-        .max_headers(100);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
-        .max_header_list_size(64 * 1024)
-        // Rapid reset (CVE-2023-44487) and its locally-provoked variant.
-        .max_pending_accept_reset_streams(50)
-        .max_local_error_reset_streams(256)
-        .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20));
-    b
+/// hyper's connection settings, one per protocol: which one a connection speaks is known
+/// from its first bytes.
+pub struct Builders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new() -> Self {
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            // Slow clients: the whole request head must arrive in time.
+            .header_read_timeout(Duration::from_secs(10))
+            // Request line plus headers; past it hyper answers 431.
+            .max_buf_size(64 * 1024)
+            .max_headers(100);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(256)
+            .max_header_list_size(64 * 1024)
+            // Rapid reset (CVE-2023-44487) and its locally-provoked variant.
+            .max_pending_accept_reset_streams(50)
+            .max_local_error_reset_streams(256)
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20));
+        Self { http1, http2 }
+    }
+
+    /// Serves HTTP on `io`, of which `prefix` was read already: HTTP/2 if it is the
+    /// connection preface, else HTTP/1.1 (with upgrades).
+    async fn serve<IO>(
+        &self,
+        prefix: Bytes,
+        io: IO,
+        conn: Arc<handler::Conn>,
+        state: Arc<ArcSwap<BindState>>,
+        shared: Arc<Shared>,
+    ) where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let guard = conn.guard.clone();
+        let h2 = prefix.starts_with(H2_PREFACE);
+        let svc = service(state, shared, conn);
+        let io = TokioIo::new(Rewind::new(prefix, io));
+        if h2 {
+            guard.serve(self.http2.serve_connection(io, svc), |c| c.graceful_shutdown()).await;
+        } else {
+            guard.serve(self.http1.serve_connection(io, svc).with_upgrades(), |c| c.graceful_shutdown()).await;
+        }
+    }
 }
 
 /// Accepts until `stop` carries a drain deadline; then closes the socket (signalled on
@@ -83,7 +117,7 @@ pub async fn accept_loop(
 ) {
     let local = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let mut conns = Conns::new();
-    let builder = Arc::new(builder());
+    let builders = Arc::new(Builders::new());
     loop {
         // NOTE: accept() is cancel-safe, so losing the race to `stop` drops no connection.
         tokio::select! {
@@ -93,9 +127,9 @@ pub async fn accept_loop(
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let guard = conns.guard();
-                    let (state, shared, builder) = (state.clone(), shared.clone(), builder.clone());
+                    let (state, shared, builders) = (state.clone(), shared.clone(), builders.clone());
                     tokio::spawn(async move {
-                        serve(stream, peer, local, state, shared, &builder, guard).await;
+                        serve(stream, peer, local, state, shared, &builders, guard).await;
                     });
                 }
                 Err(e) => {
@@ -123,7 +157,7 @@ async fn serve(
     local: SocketAddr,
     state: Arc<ArcSwap<BindState>>,
     shared: Arc<Shared>,
-    builder: &auto::Builder<TokioExecutor>,
+    builders: &Builders,
     guard: ConnGuard,
 ) {
     let (tls, l4) = {
@@ -153,17 +187,15 @@ async fn serve(
                 _ => {
                     let Some(config) = tls.and_then(|t| t.for_sni(&sni)) else { return };
                     let accept = tokio_rustls::TlsAcceptor::from(config).accept(Rewind::new(hello, stream));
-                    serve_https(accept, peer, local, state, shared, builder, guard).await;
+                    serve_https(accept, peer, local, state, shared, builders, guard).await;
                 }
             }
         }
         (None, None) => {
             let mut stream = stream;
             let Some(prefix) = first_bytes(&mut stream, FIRST_BYTES_TIMEOUT).await else { return };
-            let conn = Arc::new(handler::Conn::new((peer, local), false, None, guard.clone()));
-            let svc = service(state, shared, conn);
-            let io = TokioIo::new(Rewind::new(prefix, stream));
-            guard.serve(builder.serve_connection_with_upgrades(io, svc).into_owned()).await;
+            let conn = Arc::new(handler::Conn::new((peer, local), false, None, guard));
+            builders.serve(prefix, stream, conn, state, shared).await;
         }
         (Some(configs), None) => {
             // Each listener has its own config (client validation differs): read the
@@ -172,7 +204,7 @@ async fn serve(
             let Ok(Ok(start)) = tokio::time::timeout(FIRST_BYTES_TIMEOUT, lazy).await else { return };
             let sni = start.client_hello().server_name().map(str::to_ascii_lowercase).unwrap_or_default();
             let Some(config) = configs.for_sni(&sni) else { return };
-            serve_https(start.into_stream(config), peer, local, state, shared, builder, guard).await;
+            serve_https(start.into_stream(config), peer, local, state, shared, builders, guard).await;
         }
     }
 }
@@ -184,7 +216,7 @@ async fn serve_https<IO>(
     local: SocketAddr,
     state: Arc<ArcSwap<BindState>>,
     shared: Arc<Shared>,
-    builder: &auto::Builder<TokioExecutor>,
+    builders: &Builders,
     guard: ConnGuard,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -194,10 +226,8 @@ async fn serve_https<IO>(
     let sni = tls.get_ref().1.server_name().map(str::to_ascii_lowercase).unwrap_or_default();
     let sni_listener = state.load().config.by_host.get(&sni).copied();
     let Some(prefix) = first_bytes(&mut tls, FIRST_BYTES_TIMEOUT).await else { return };
-    let conn = Arc::new(handler::Conn::new((peer, local), true, sni_listener, guard.clone()));
-    let svc = service(state, shared, conn);
-    let io = TokioIo::new(Rewind::new(prefix, tls));
-    guard.serve(builder.serve_connection_with_upgrades(io, svc).into_owned()).await;
+    let conn = Arc::new(handler::Conn::new((peer, local), true, sni_listener, guard));
+    builders.serve(prefix, tls, conn, state, shared).await;
 }
 
 fn service(

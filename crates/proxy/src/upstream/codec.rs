@@ -12,6 +12,8 @@ use std::mem::MaybeUninit;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 
+use crate::forward::HOP_BY_HOP;
+
 /// Larger response heads are refused, and so are heads with more header fields.
 pub const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 128;
@@ -171,9 +173,12 @@ pub fn parse_response(buf: &mut BytesMut, head: bool, upgrade: bool) -> Result<O
     }
     let bytes = buf.split_to(len).freeze();
 
+    // Hop-by-hop fields stay on this connection, but for those a switch of protocols needs.
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let mut headers = HeaderMap::with_capacity(count);
     let mut length: Option<u64> = None;
     let (mut chunked, mut transfer_encoded, mut close, mut keep_alive_token) = (false, false, false, false);
+    let mut named = Vec::new();
     for &(n0, n1, v0, v1) in &spans[..count] {
         let name = HeaderName::from_bytes(&bytes[n0 as usize..n1 as usize]).map_err(|_| Malformed::HeaderName)?;
         let raw = &bytes[v0 as usize..v1 as usize];
@@ -192,14 +197,27 @@ pub fn parse_response(buf: &mut BytesMut, head: bool, upgrade: bool) -> Result<O
                 raw.rsplit(|&b| b == b',').next().is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if name == header::CONNECTION {
             for token in raw.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive_token = true;
+                } else if let Ok(n) = HeaderName::from_bytes(token) {
+                    named.push(n);
+                }
             }
+        }
+        if !switching && HOP_BY_HOP.contains(&name) {
+            continue;
         }
         let value = HeaderValue::from_maybe_shared(bytes.slice(v0 as usize..v1 as usize));
         headers.append(name, value.map_err(|_| Malformed::Head(httparse::Error::HeaderValue))?);
     }
 
+    if !switching {
+        for name in &named {
+            headers.remove(name);
+        }
+    }
     let bodiless =
         head || status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     if status == StatusCode::SWITCHING_PROTOCOLS && !upgrade {
@@ -484,6 +502,19 @@ mod tests {
         let many = format!("HTTP/1.1 200 OK\r\n{}\r\n", "X: a\r\n".repeat(MAX_HEADERS + 1));
         assert!(parse(&many).is_err());
         assert!(parse_response(&mut BytesMut::from("HTTP/1.1 101 Switching Protocols\r\n\r\n"), false, true).is_ok());
+    }
+
+    #[test]
+    fn hop_by_hop_fields_stay_behind_but_for_a_switch_of_protocols() {
+        let raw = "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\nUpgrade: h2c\r\nX-End: 1\r\nContent-Length: 0\r\n\r\n";
+        let head = parse(raw).unwrap().unwrap();
+        let mut names: Vec<_> = head.headers.keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-length", "x-end"]);
+        let raw = "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
+        let head = parse_response(&mut BytesMut::from(raw), false, true).unwrap().unwrap();
+        assert_eq!(head.headers["connection"], "upgrade");
+        assert_eq!(head.headers["upgrade"], "websocket");
     }
 
     #[test]
