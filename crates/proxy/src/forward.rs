@@ -71,22 +71,22 @@ pub async fn forward(
             let key = choice.backend.as_deref().ok_or(Refusal::Invalid)?;
             let backend = bind.backends.by_key.get(key).ok_or(Refusal::Invalid)?;
             let pool = backend.pool(bind.backend_client_certificate.as_deref()).await?;
-            let mut upstream = Request::new(body.take());
-            *upstream.method_mut() = parts.method.clone();
-            *upstream.headers_mut() = if attempt < retries {
-                headers.clone().unwrap_or_default()
-            } else {
-                headers.take().unwrap_or_default()
+            // Built where it is sent, so that no copy of it stays in this future.
+            let upstream = {
+                let mut upstream = Request::new(body.take());
+                *upstream.method_mut() = parts.method.clone();
+                *upstream.headers_mut() = if attempt < retries {
+                    headers.clone().unwrap_or_default()
+                } else {
+                    headers.take().unwrap_or_default()
+                };
+                *upstream.uri_mut() = parts.uri.clone();
+                apply_request_filters(&mut upstream, &choice.filters, prefix)?;
+                mirror(&mut upstream, rule.filters.iter().chain(&choice.filters), bind);
+                upstream
             };
-            *upstream.uri_mut() = parts.uri.clone();
-            apply_request_filters(&mut upstream, &choice.filters, prefix)?;
-            mirror(&mut upstream, rule.filters.iter().chain(&choice.filters), bind);
             let started = Instant::now();
-            let sent = send(upstream, &pool);
-            let result = match per_try {
-                Some(t) => tokio::time::timeout(t, sent).await.unwrap_or(Err(Refusal::Timeout)),
-                None => sent.await,
-            };
+            let result = within(per_try.map(|t| started + t), send(upstream, &pool)).await;
             backend.metrics.record(result.as_ref().ok().map(|r| r.status()), started.elapsed());
             let retryable = match (&result, &rule.retry) {
                 (Ok(r), Some(policy)) => policy.codes.contains(&r.status().as_u16()),
@@ -364,10 +364,31 @@ pub fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
         .then(|| upgrade.clone())
 }
 
+pin_project_lite::pin_project! {
+    /// A future answered 504 if it has not finished by a deadline. A plain future rather than
+    /// an `async fn`, which would keep the future it wraps twice over.
+    #[project = WithinProj]
+    pub enum Within<F> {
+        Until { #[pin] fut: tokio::time::Timeout<F> },
+        Unbounded { #[pin] fut: F },
+    }
+}
+
 /// `fut`, answered 504 if it has not finished by `deadline`.
-pub async fn within<T>(deadline: Option<Instant>, fut: impl Future<Output = Result<T, Refusal>>) -> Result<T, Refusal> {
+pub fn within<F: Future>(deadline: Option<Instant>, fut: F) -> Within<F> {
     match deadline {
-        Some(t) => tokio::time::timeout_at(t, fut).await.map_err(|_| Refusal::Timeout)?,
-        None => fut.await,
+        Some(t) => Within::Until { fut: tokio::time::timeout_at(t, fut) },
+        None => Within::Unbounded { fut },
+    }
+}
+
+impl<T, F: Future<Output = Result<T, Refusal>>> Future for Within<F> {
+    type Output = Result<T, Refusal>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            WithinProj::Until { fut } => fut.poll(cx).map(|r| r.unwrap_or(Err(Refusal::Timeout))),
+            WithinProj::Unbounded { fut } => fut.poll(cx),
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! rule, run its request filters, then redirect, answer, or forward to a backend and run the
 //! response filters. Everything read here was compiled before the request arrived.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header, uri::PathAndQuery};
 use hyper::body::Incoming;
@@ -46,15 +46,16 @@ impl Conn {
     }
 }
 
+/// One request, answered whatever happens: the error type is hyper's service contract.
 pub async fn handle(
     mut req: Request<Incoming>,
     bind: Arc<BindConfig>,
     conn: Arc<Conn>,
     shared: Arc<Shared>,
-) -> Response<Body> {
+) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let grpc = is_grpc(req.headers());
-    match route(&mut req, &bind, &conn) {
+    Ok(match route(&mut req, &bind, &conn) {
         Err(refusal) => {
             let response = refusal.into_response(grpc);
             shared.metrics.unrouted(response.status(), started.elapsed());
@@ -68,7 +69,7 @@ pub async fn handle(
             rule.metrics.record(response.status(), started.elapsed());
             response
         }
-    }
+    })
 }
 
 fn is_grpc(headers: &HeaderMap) -> bool {
@@ -200,9 +201,10 @@ async fn run_rule(
     forward::strip_hop_by_hop(req.headers_mut(), upgrade.as_ref());
     // The route's request timeout runs from the request's arrival, authorization included.
     let deadline = rule.timeouts.as_ref().and_then(|t| t.request_ms).map(|ms| started + Duration::from_millis(ms));
-    // The authorization service sees the request as the client sent it.
+    // The authorization service sees the request as the client sent it. Boxed: most routes
+    // have none, and should not carry its future's size.
     let verdict = match &rule.external_auth {
-        Some(auth) => forward::within(deadline, ext_auth::check(&mut req, auth, bind, conn.tls)).await?,
+        Some(auth) => forward::within(deadline, Box::pin(ext_auth::check(&mut req, auth, bind, conn.tls))).await?,
         None => Verdict::Allow(None),
     };
     let mut response = match verdict {

@@ -242,8 +242,6 @@ fn service(
 > + Clone {
     service_fn(move |req| {
         // Each request runs to completion on the configuration current when it arrived.
-        let bind = state.load().config.clone();
-        let (conn, shared) = (conn.clone(), shared.clone());
-        async move { Ok::<_, Infallible>(handler::handle(req, bind, conn, shared).await) }
+        handler::handle(req, state.load().config.clone(), conn.clone(), shared.clone())
     })
 }

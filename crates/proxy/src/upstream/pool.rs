@@ -122,24 +122,23 @@ impl Pool {
         idle: &Mutex<Vec<Idle>>,
         req: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, BoxError> {
-        let (parts, body) = req.into_parts();
-        let framing = RequestFraming::of(&parts.method, &parts.headers, body.is_end_stream(), body.size_hint().exact());
-        let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
-        let mut head = BytesMut::new();
-        codec::encode_request(&mut head, &parts.method, target, &parts.headers, self.authority.as_str(), framing);
-        let head = head.freeze();
-        let is_head = parts.method == Method::HEAD;
-        // Hop-by-hop headers were removed but for an upgrade's.
-        let upgrade = parts.headers.contains_key(header::UPGRADE);
-        let mut body = Some(body);
+        let (head, mut body, framing, is_head, upgrade, idempotent) = {
+            let (parts, body) = req.into_parts();
+            let framing =
+                RequestFraming::of(&parts.method, &parts.headers, body.is_end_stream(), body.size_hint().exact());
+            let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+            let mut head = BytesMut::new();
+            codec::encode_request(&mut head, &parts.method, target, &parts.headers, self.authority.as_str(), framing);
+            // Hop-by-hop headers were removed but for an upgrade's.
+            let upgrade = parts.headers.contains_key(header::UPGRADE);
+            (head.freeze(), Some(body), framing, parts.method == Method::HEAD, upgrade, parts.method.is_idempotent())
+        };
         // Each turn takes an idle connection off the pool or opens one, so this ends.
         loop {
-            let taken = take_idle(idle);
-            let reused = taken.is_some();
-            let mut conn = match taken {
-                Some(c) => c,
+            let (mut conn, reused) = match take_idle(idle) {
+                Some(c) => (c, true),
                 // Boxed: connecting (TLS above all) would make every request's future larger.
-                None => Http1Conn::new(Box::pin(self.connect()).await?),
+                None => (Http1Conn::new(Box::pin(self.connect()).await?), false),
             };
             conn.start(head.clone(), body.take().map(|b| (b, framing)));
             match std::future::poll_fn(|cx| conn.poll_head(cx, is_head, upgrade)).await {
@@ -155,7 +154,7 @@ impl Pool {
                     return Ok(answer);
                 }
                 // Most likely closed by the backend as it was taken: once more, on another.
-                Err(e) => match conn.retry(parts.method.is_idempotent()) {
+                Err(e) => match conn.retry(idempotent) {
                     Some(unsent) if reused => body = unsent,
                     _ => return Err(e),
                 },
