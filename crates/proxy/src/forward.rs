@@ -274,7 +274,8 @@ impl http_body::Body for Tee {
 }
 
 const HOP_BY_HOP_LEN: usize = 7;
-pub(crate) const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_LEN] = [
+/// A static, not a const: a const would build (and drop) the seven names at every use.
+pub(crate) static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_LEN] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -329,12 +330,18 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderV
     }
 }
 
+// Const items, so that the names are checked when compiling, not on every request.
+pub(crate) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const HTTP: HeaderValue = HeaderValue::from_static("http");
+const HTTPS: HeaderValue = HeaderValue::from_static("https");
+
 /// X-Forwarded-For and -Proto, which every upstream request carries (X-Forwarded-Host was
 /// set before filters ran, hop-by-hop headers removed). The Host header passes unchanged
 /// unless URLRewrite replaced it.
 fn forwarding_headers(headers: &mut HeaderMap, conn: &Conn) {
-    let xff = HeaderName::from_static("x-forwarded-for");
-    let value = match headers.get(&xff) {
+    let value = match headers.get(X_FORWARDED_FOR) {
         Some(existing) => {
             let mut joined = Vec::with_capacity(existing.len() + 2 + conn.peer_ip.len());
             joined.extend_from_slice(existing.as_bytes());
@@ -345,12 +352,9 @@ fn forwarding_headers(headers: &mut HeaderMap, conn: &Conn) {
         None => Some(conn.peer_ip.clone()),
     };
     if let Some(v) = value {
-        headers.insert(xff, v);
+        headers.insert(X_FORWARDED_FOR, v);
     }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
-    );
+    headers.insert(X_FORWARDED_PROTO, if conn.tls { HTTPS } else { HTTP });
 }
 
 /// The protocol a request asks to upgrade to (`Connection: upgrade` and `Upgrade`).

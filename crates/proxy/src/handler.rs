@@ -96,7 +96,7 @@ fn route(req: &mut Request<Incoming>, bind: &BindConfig, conn: &Conn) -> Result<
     req.headers_mut().reserve(3);
     match &host {
         Some(h) => {
-            req.headers_mut().insert(HeaderName::from_static("x-forwarded-host"), h.clone());
+            req.headers_mut().insert(forward::X_FORWARDED_HOST, h.clone());
         }
         None if req.version() == http::Version::HTTP_11 => return Err(Refusal::BadRequest),
         None => {}
