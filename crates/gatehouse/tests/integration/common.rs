@@ -24,15 +24,34 @@ use tokio_rustls::{TlsConnector, client::TlsStream};
 /// How long any single wait in a test may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
-/// A port that was free a moment ago on 127.0.0.1, and never handed out before in this
-/// process: the OS may give the same port to two binds in a row, and two listeners of one
-/// test on the same port would make its Gateway invalid.
+/// A port that was free a moment ago on 127.0.0.1, for a gateway to listen on, and never
+/// handed out before in this process (two listeners of one test on the same port would make
+/// its Gateway invalid). It lies below the OS's ephemeral range, so that no socket bound to
+/// port 0 and no outgoing connection can be given it before the gateway binds it.
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
+    const SPAN: u16 = 10_000;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let mut given = GIVEN.lock().unwrap();
+    if ephemeral > SPAN + 1024 {
+        // Start where another test process is unlikely to: from the process id.
+        let start = ephemeral - SPAN + (std::process::id() % u32::from(SPAN)) as u16;
+        for i in 0..SPAN {
+            let port = ephemeral - SPAN + (start - (ephemeral - SPAN) + i) % SPAN;
+            if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                given.insert(port);
+                return port;
+            }
+        }
+    }
+    // No room below the ephemeral range: take one from it.
     for _ in 0..1000 {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if GIVEN.lock().unwrap().insert(port) {
+        if given.insert(port) {
             return port;
         }
     }
