@@ -29,19 +29,22 @@ enum Mode {
     CloseWhenIdle(Duration),
 }
 
-/// Connections accepted, and connections the gateway closed (EOF read).
+/// Connections accepted, connections the gateway closed (EOF read), and requests for
+/// `/vanish` read.
 #[derive(Default)]
 struct Counts {
     accepted: AtomicUsize,
     closed_by_peer: AtomicUsize,
+    vanished: AtomicUsize,
 }
 
 /// An HTTP/1.1 backend written by hand, so that the tests see its connections. It answers by
 /// path: `/chunked` with a chunked body, `/empty` with 204, `/early` with 413 before reading
 /// the request body (it reads it afterwards, slowly), `/stall` with one chunk and then
 /// nothing for a long time, `/continue` with a 100 before its 200, `/conflicting` with two
-/// Content-Lengths, `/both` framed by Content-Length and chunked at once; anything else with
-/// `ok` (or its headers alone, for HEAD).
+/// Content-Lengths, `/both` framed by Content-Length and chunked at once; `/vanish` closes
+/// the connection without an answer once it has read the request; anything else with `ok`
+/// (or its headers alone, for HEAD).
 async fn raw_backend(mode: Mode) -> (SocketAddr, Arc<Counts>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -90,6 +93,10 @@ async fn serve_raw(mut stream: TcpStream, mode: Mode, counts: Arc<Counts>) {
             continue;
         }
         if !read_body(&mut stream, &mut buf, length).await {
+            return;
+        }
+        if path == "/vanish" {
+            counts.vanished.fetch_add(1, Ordering::SeqCst);
             return;
         }
         let reply: &[u8] = match (method, path) {
@@ -269,6 +276,30 @@ async fn interim_answers_are_passed_over_and_ambiguous_ones_refused() {
     assert_ne!(headers.get("content-length").map(|v| v.as_bytes()), Some(&b"9"[..]));
     assert_eq!(request(req("GET", port, "/", Bytes::new())).await.unwrap().2, "ok");
     assert_eq!(counts.accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_request_lost_on_a_reused_connection_goes_again_only_when_that_is_safe() {
+    let (backend, counts) = raw_backend(Mode::KeepAlive).await;
+    let (_gw, port) = gateway_for(backend).await;
+    // Each case first leaves an idle connection in the pool, then loses a request on it.
+    let cases = [
+        // Idempotent and without a body: sent again, on a new connection (lost there too).
+        ("GET", Bytes::new(), 2),
+        // Its body was sent: a second try would have none, so there is none.
+        ("PUT", Bytes::from_static(b"some data"), 1),
+        // Not idempotent, and its head reached the backend.
+        ("POST", Bytes::new(), 1),
+    ];
+    for (method, body, expected) in cases {
+        counts.vanished.store(0, Ordering::SeqCst);
+        assert_eq!(request(req("GET", port, "/", Bytes::new())).await.unwrap().2, "ok");
+        let started = Instant::now();
+        let (code, _, _) = request(req(method, port, "/vanish", body)).await.unwrap();
+        assert_eq!(code, 502, "{method}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{method} was answered at once");
+        assert_eq!(counts.vanished.load(Ordering::SeqCst), expected, "{method}: times the backend read it");
+    }
 }
 
 /// A backend that answers a chunked request at once and echoes each chunk as it comes:

@@ -111,7 +111,8 @@ pub fn chunk_size_line(len: usize) -> Bytes {
     Bytes::from(format!("{len:x}\r\n"))
 }
 
-/// The last chunk, with `trailers` (an empty map for none), ending a chunked body.
+/// The last chunk, with `trailers` (an empty map for none), ending a chunked body. Fields
+/// that frame or route a message are not the client's to send as trailers.
 pub fn last_chunk(trailers: &HeaderMap) -> Bytes {
     if trailers.is_empty() {
         return Bytes::from_static(b"0\r\n\r\n");
@@ -119,7 +120,9 @@ pub fn last_chunk(trailers: &HeaderMap) -> Bytes {
     let mut buf = BytesMut::with_capacity(64);
     buf.put_slice(b"0\r\n");
     for (name, value) in trailers {
-        put_field(&mut buf, name.as_str().as_bytes(), value.as_bytes());
+        if name != header::CONTENT_LENGTH && name != header::HOST && !HOP_BY_HOP.contains(name) {
+            put_field(&mut buf, name.as_str().as_bytes(), value.as_bytes());
+        }
     }
     buf.put_slice(b"\r\n");
     buf.freeze()
@@ -239,7 +242,7 @@ pub fn parse_response(buf: &mut BytesMut, head: bool, upgrade: bool) -> Result<O
     // A response framed by both headers came from something confused: its connection is not
     // trusted with another exchange.
     let ends = close
-        || (http10 && !keep_alive_token)
+        || (http10 && (!keep_alive_token || transfer_encoded))
         || body == Decoder::Eof
         || (transfer_encoded && length.is_some())
         || status == StatusCode::SWITCHING_PROTOCOLS;
@@ -440,6 +443,17 @@ mod tests {
     }
 
     #[test]
+    fn request_trailers_cannot_frame_or_route() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-checksum", HeaderValue::from_static("abc"));
+        trailers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        trailers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        trailers.insert(header::HOST, HeaderValue::from_static("elsewhere"));
+        assert_eq!(last_chunk(&trailers), "0\r\nx-checksum: abc\r\n\r\n");
+        assert_eq!(last_chunk(&HeaderMap::new()), "0\r\n\r\n");
+    }
+
+    #[test]
     fn empty_bodies_are_announced_only_where_one_is_expected() {
         let none = HeaderMap::new();
         let mut announced = HeaderMap::new();
@@ -524,6 +538,10 @@ mod tests {
         assert!(!keep("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: x, Close\r\n\r\n"));
         assert!(!keep("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
         assert!(keep("HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n"));
+        assert!(
+            !keep("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"),
+            "chunked framing in HTTP/1.0 is faulty (RFC 9112 §6.1)"
+        );
         assert!(!keep("HTTP/1.1 200 OK\r\n\r\n"), "a body read to the close ends its connection");
     }
 

@@ -42,20 +42,36 @@ pub struct Http1Conn {
     queued: usize,
     /// The request body still to send.
     sending: Option<Sending>,
-    /// Whether the current exchange has read any of its response, or written all its head:
-    /// what decides if a failed request may be sent again.
+    /// What decides if a failed request may be sent again: whether the current exchange has
+    /// read any of its response, taken any of its request body, written all its head.
     received: bool,
+    body_taken: bool,
     head_written: bool,
-    /// Writing failed; the response may still come, but the connection is done after it.
-    broken: bool,
+    /// Why writing failed: the response may still come, but the connection is done after it.
+    write_failed: Option<io::Error>,
 }
 
 struct Sending {
     body: UpstreamBody,
     /// Bytes still to send for a Content-Length body; None for chunked.
     left: Option<u64>,
-    /// Whether any of the body has been taken from it.
-    polled: bool,
+}
+
+/// Why a request could not be sent.
+pub enum SendError {
+    /// The client's body failed, or did not match its length: the exchange is over.
+    Body(BoxError),
+    /// Writing to the backend failed: it may have answered before it stopped reading.
+    Io(io::Error),
+}
+
+impl From<SendError> for BoxError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::Body(e) => e,
+            SendError::Io(e) => e.into(),
+        }
+    }
 }
 
 /// A connection switched to another protocol (101): the bytes already read, then the rest.
@@ -70,8 +86,9 @@ impl Http1Conn {
             queued: 0,
             sending: None,
             received: false,
+            body_taken: false,
             head_written: false,
-            broken: false,
+            write_failed: None,
         }
     }
 
@@ -79,18 +96,21 @@ impl Http1Conn {
     pub fn start(&mut self, head: Bytes, body: Option<(UpstreamBody, RequestFraming)>) {
         self.queue(head);
         self.sending = match body {
-            Some((body, RequestFraming::Length(n))) if n > 0 => Some(Sending { body, left: Some(n), polled: false }),
-            Some((body, RequestFraming::Chunked)) => Some(Sending { body, left: None, polled: false }),
+            Some((body, RequestFraming::Length(n))) if n > 0 => Some(Sending { body, left: Some(n) }),
+            Some((body, RequestFraming::Chunked)) => Some(Sending { body, left: None }),
             _ => None,
         };
         self.received = false;
+        self.body_taken = false;
         self.head_written = false;
     }
 
     /// Whether an idle connection can take a request: polled once, so that a close by the
     /// backend shows. With nothing readable, tokio answers from its cached readiness.
     pub fn usable(&mut self) -> bool {
-        self.read.is_empty() && !self.broken && self.poll_fill(&mut Context::from_waker(Waker::noop())).is_pending()
+        self.read.is_empty()
+            && self.write_failed.is_none()
+            && self.poll_fill(&mut Context::from_waker(Waker::noop())).is_pending()
     }
 
     /// Whether the request is still being sent.
@@ -98,11 +118,17 @@ impl Http1Conn {
         self.sending.is_some() || !self.out.is_empty()
     }
 
+    /// Whether the whole request head has been written: a connection that answered before
+    /// is not used again, since the rest of the head would read as another request.
+    pub fn head_written(&self) -> bool {
+        self.head_written
+    }
+
     /// After a failure, whether the request may go again on another connection, and with
     /// what body (None for none): not if any answer came or any of the body was taken, and
     /// once the backend may have read the whole head, only if the request is `idempotent`.
     pub fn retry(&mut self, idempotent: bool) -> Option<Option<UpstreamBody>> {
-        if self.received || self.sending.as_ref().is_some_and(|s| s.polled) || (self.head_written && !idempotent) {
+        if self.received || self.body_taken || (self.head_written && !idempotent) {
             return None;
         }
         Some(self.sending.take().map(|s| s.body))
@@ -110,33 +136,57 @@ impl Http1Conn {
 
     /// Writes what is queued and takes more of the request body, until all is sent or it
     /// has to wait.
-    pub fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+    pub fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SendError>> {
+        let sent = self.poll_send_inner(cx);
+        match &sent {
+            Poll::Ready(Err(SendError::Io(e))) => {
+                // Nothing more goes out; a body none of which was taken is kept for a retry.
+                self.write_failed = Some(io::Error::new(e.kind(), e.to_string()));
+                self.out.clear();
+                self.queued = 0;
+                if self.body_taken {
+                    self.sending = None;
+                }
+            }
+            Poll::Ready(Err(SendError::Body(_))) => {
+                self.out.clear();
+                self.queued = 0;
+                self.sending = None;
+            }
+            _ => {}
+        }
+        sent
+    }
+
+    fn poll_send_inner(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SendError>> {
         loop {
             // Take what the body has ready, so that small bodies go out with the head.
             while self.queued < QUEUE_LIMIT
                 && let Some(s) = &mut self.sending
             {
                 let Poll::Ready(frame) = Pin::new(&mut s.body).poll_frame(cx) else { break };
-                s.polled = true;
-                match frame {
-                    None => self.finish_body(None)?,
-                    Some(Err(e)) => return Poll::Ready(Err(e)),
+                self.body_taken = true;
+                let queued = match frame {
+                    None => self.finish_body(None),
+                    Some(Err(e)) => Err(e),
                     Some(Ok(frame)) => match frame.into_data() {
-                        Ok(data) => self.queue_data(data)?,
-                        Err(frame) => self.finish_body(frame.into_trailers().ok())?,
+                        Ok(data) => self.queue_data(data),
+                        Err(frame) => self.finish_body(frame.into_trailers().ok()),
                     },
-                }
+                };
+                queued.map_err(SendError::Body)?;
             }
             if self.out.is_empty() {
-                ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+                ready!(Pin::new(&mut self.io).poll_flush(cx)).map_err(SendError::Io)?;
                 self.head_written = true;
                 return if self.sending.is_some() { Poll::Pending } else { Poll::Ready(Ok(())) };
             }
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
             let n = self.out.iter().zip(&mut slices).map(|(b, s)| *s = IoSlice::new(b)).count();
-            let mut written = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]))?;
+            let written = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]));
+            let mut written = written.map_err(SendError::Io)?;
             if written == 0 {
-                return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
+                return Poll::Ready(Err(SendError::Io(io::ErrorKind::WriteZero.into())));
             }
             self.queued -= written;
             while written > 0 {
@@ -212,15 +262,11 @@ impl Http1Conn {
         head: bool,
         upgrade: bool,
     ) -> Poll<Result<ResponseHead, BoxError>> {
-        let mut failed = None;
-        if self.sending()
-            && let Poll::Ready(Err(e)) = self.poll_send(cx)
+        if self.write_failed.is_none()
+            && self.sending()
+            && let Poll::Ready(Err(SendError::Body(e))) = self.poll_send(cx)
         {
-            // The backend may have answered before it stopped reading: look for that answer.
-            self.broken = true;
-            self.out.clear();
-            self.sending = None;
-            failed = Some(e);
+            return Poll::Ready(Err(e));
         }
         loop {
             if let Some(response) = codec::parse_response(&mut self.read, head, upgrade)? {
@@ -230,15 +276,24 @@ impl Http1Conn {
                 return Poll::Ready(Ok(response));
             }
             match ready!(self.poll_fill(cx)) {
-                Ok(0) => {
-                    return Poll::Ready(Err(failed.unwrap_or_else(|| "the backend closed the connection".into())));
-                }
+                Ok(0) => return Poll::Ready(Err(self.failure("the backend closed the connection".into()))),
                 Ok(_) => {}
-                Err(e) => return Poll::Ready(Err(failed.unwrap_or_else(|| e.into()))),
+                Err(e) => return Poll::Ready(Err(self.failure(e.into()))),
             }
         }
     }
 
+    /// Why the exchange failed, reading having failed with `read`: a failed write before is
+    /// the cause.
+    fn failure(&self, read: BoxError) -> BoxError {
+        match &self.write_failed {
+            Some(w) => io::Error::new(w.kind(), w.to_string()).into(),
+            None => read,
+        }
+    }
+
+    /// The switched connection. An upgrade request has no body; anything still unsent of
+    /// one is dropped.
     pub fn into_upgraded(self) -> Upgraded {
         Rewind::new(self.read.freeze(), self.io)
     }
@@ -255,7 +310,7 @@ pub struct Http1Body {
 
 impl Http1Body {
     pub fn new(conn: Http1Conn, pool: Arc<Pool>, decoder: Decoder, keep_alive: bool) -> Self {
-        let keep_alive = keep_alive && !conn.broken;
+        let keep_alive = keep_alive && conn.write_failed.is_none();
         let mut body = Self { conn: Some(conn), pool, decoder, keep_alive };
         if body.decoder.is_done() {
             body.release();
@@ -268,6 +323,7 @@ impl Http1Body {
             // Bytes past the end of the response mean the backend and we disagree on framing.
             && self.keep_alive
             && conn.read.is_empty()
+            && conn.head_written()
         {
             self.pool.clone().put(conn);
         }
@@ -282,13 +338,19 @@ impl Body for Http1Body {
         let this = self.get_mut();
         loop {
             let Some(conn) = &mut this.conn else { return Poll::Ready(None) };
-            if conn.sending()
-                && let Poll::Ready(Err(e)) = conn.poll_send(cx)
-            {
-                tracing::debug!("sending the rest of the request body: {e}");
-                this.keep_alive = false;
-                conn.out.clear();
-                conn.sending = None;
+            if conn.write_failed.is_none() && conn.sending() {
+                match conn.poll_send(cx) {
+                    Poll::Ready(Err(SendError::Io(e))) => {
+                        tracing::debug!("sending the rest of the request body: {e}");
+                        this.keep_alive = false;
+                    }
+                    // The backend still waits for the rest: this response cannot end well.
+                    Poll::Ready(Err(SendError::Body(e))) => {
+                        this.conn = None;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                    _ => {}
+                }
             }
             let decoded = match this.decoder.decode(&mut conn.read) {
                 Ok(d) => d,

@@ -37,6 +37,9 @@ use crate::{BoxError, UpstreamBody, lock};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle HTTP/1.1 connections kept per endpoint; more are closed.
 const MAX_IDLE: usize = 1024;
+/// How long the rest of a request body may take once its response has been read; the
+/// connection is closed after that.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(60);
 /// HTTP/2 pings: how often, and how long an answer may take before the connection is given up.
 const H2_KEEP_ALIVE: Duration = Duration::from_secs(30);
 const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -207,7 +210,8 @@ impl Pool {
             return;
         }
         tokio::spawn(async move {
-            if std::future::poll_fn(|cx| conn.poll_send(cx)).await.is_ok() {
+            let sent = tokio::time::timeout(FINISH_TIMEOUT, std::future::poll_fn(|cx| conn.poll_send(cx))).await;
+            if matches!(sent, Ok(Ok(()))) {
                 self.put(conn);
             }
         });
