@@ -23,7 +23,7 @@ use crate::{
     Body,
     config::BindConfig,
     ext_authz,
-    forward::{HOP_BY_HOP, strip_hop_by_hop},
+    forward::{hop_by_hop, strip_hop_by_hop},
     respond::{Refusal, full},
     upstream::Pool,
 };
@@ -122,7 +122,7 @@ fn authorization_request(
         .allowed_headers
         .iter()
         .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
-        .filter(|n| !always.contains(n) && *n != header::CONTENT_LENGTH && !HOP_BY_HOP.contains(n));
+        .filter(|n| !always.contains(n) && *n != header::CONTENT_LENGTH && hop_by_hop(n).is_none());
     for name in always.clone().into_iter().chain(allowed) {
         for value in req.headers().get_all(&name) {
             headers.append(name.clone(), value.clone());
@@ -160,7 +160,7 @@ fn grant(answer: &HeaderMap, request: &mut HeaderMap, allowed: &[String]) {
 
 /// Whether an authorization service may set or remove this request header.
 pub fn grantable(name: &HeaderName) -> bool {
-    *name != header::HOST && *name != header::CONTENT_LENGTH && !HOP_BY_HOP.contains(name)
+    *name != header::HOST && *name != header::CONTENT_LENGTH && hop_by_hop(name).is_none()
 }
 
 /// One ext_authz `Check` call: None if the service allows the request (its header changes

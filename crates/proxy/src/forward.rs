@@ -285,6 +285,16 @@ pub(crate) static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_LEN] = [
     header::UPGRADE,
 ];
 
+/// Where `name` stands in [`HOP_BY_HOP`], if it is there: most names are told apart by their
+/// length alone, which matters on a path that asks for every header of every message.
+pub(crate) fn hop_by_hop(name: &HeaderName) -> Option<usize> {
+    let name = name.as_str();
+    if !matches!(name.len(), 2 | 7 | 10 | 16 | 17) {
+        return None;
+    }
+    HOP_BY_HOP.iter().position(|h| h.as_str() == name)
+}
+
 /// Removes hop-by-hop headers, those named in `Connection` too, keeping what an upgrade
 /// needs and `te: trailers`, which gRPC requires over HTTP/2 (`Pool::send` drops it for
 /// HTTP/1.1).
@@ -293,7 +303,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderV
     // none, or only `connection`.
     let mut present = [false; HOP_BY_HOP_LEN];
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+        if let Some(i) = hop_by_hop(name) {
             present[i] = true;
         }
     }
@@ -393,6 +403,21 @@ impl<T, F: Future<Output = Result<T, Refusal>>> Future for Within<F> {
         match self.project() {
             WithinProj::Until { fut } => fut.poll(cx).map(|r| r.unwrap_or(Err(Refusal::Timeout))),
             WithinProj::Unbounded { fut } => fut.poll(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_hop_by_hop_name_is_found_and_others_are_not() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop(name), Some(i), "{name}");
+        }
+        for name in ["host", "user-agent", "content-length", "trailers", "x-forwarded-for", "tes"] {
+            assert_eq!(hop_by_hop(&HeaderName::from_static(name)), None, "{name}");
         }
     }
 }

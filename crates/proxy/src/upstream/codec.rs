@@ -12,7 +12,7 @@ use std::mem::MaybeUninit;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 
-use crate::forward::HOP_BY_HOP;
+use crate::forward::hop_by_hop;
 
 /// Larger response heads are refused, and so are heads with more header fields.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -120,7 +120,7 @@ pub fn last_chunk(trailers: &HeaderMap) -> Bytes {
     let mut buf = BytesMut::with_capacity(64);
     buf.put_slice(b"0\r\n");
     for (name, value) in trailers {
-        if name != header::CONTENT_LENGTH && name != header::HOST && !HOP_BY_HOP.contains(name) {
+        if name != header::CONTENT_LENGTH && name != header::HOST && hop_by_hop(name).is_none() {
             put_field(&mut buf, name.as_str().as_bytes(), value.as_bytes());
         }
     }
@@ -209,7 +209,7 @@ pub fn parse_response(buf: &mut BytesMut, head: bool, upgrade: bool) -> Result<O
                 }
             }
         }
-        if !switching && HOP_BY_HOP.contains(&name) {
+        if !switching && hop_by_hop(&name).is_some() {
             continue;
         }
         let value = HeaderValue::from_maybe_shared(bytes.slice(v0 as usize..v1 as usize));
