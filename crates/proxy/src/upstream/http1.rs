@@ -43,10 +43,11 @@ pub struct Http1Conn {
     /// The request body still to send.
     sending: Option<Sending>,
     /// What decides if a failed request may be sent again: whether the current exchange has
-    /// read any of its response, taken any of its request body, written all its head.
+    /// read any of its response, taken any of its request body, and how much of its head is
+    /// still to be written.
     received: bool,
     body_taken: bool,
-    head_written: bool,
+    head_left: usize,
     /// Why writing failed: the response may still come, but the connection is done after it.
     write_failed: Option<io::Error>,
 }
@@ -87,13 +88,14 @@ impl Http1Conn {
             sending: None,
             received: false,
             body_taken: false,
-            head_written: false,
+            head_left: 0,
             write_failed: None,
         }
     }
 
     /// Starts an exchange: `head`, then `body` framed as it says.
     pub fn start(&mut self, head: Bytes, body: Option<(UpstreamBody, RequestFraming)>) {
+        self.head_left = head.len();
         self.queue(head);
         self.sending = match body {
             Some((body, RequestFraming::Length(n))) if n > 0 => Some(Sending { body, left: Some(n) }),
@@ -102,7 +104,6 @@ impl Http1Conn {
         };
         self.received = false;
         self.body_taken = false;
-        self.head_written = false;
     }
 
     /// Whether an idle connection can take a request: polled once, so that a close by the
@@ -121,14 +122,14 @@ impl Http1Conn {
     /// Whether the whole request head has been written: a connection that answered before
     /// is not used again, since the rest of the head would read as another request.
     pub fn head_written(&self) -> bool {
-        self.head_written
+        self.head_left == 0
     }
 
     /// After a failure, whether the request may go again on another connection, and with
     /// what body (None for none): not if any answer came or any of the body was taken, and
     /// once the backend may have read the whole head, only if the request is `idempotent`.
     pub fn retry(&mut self, idempotent: bool) -> Option<Option<UpstreamBody>> {
-        if self.received || self.body_taken || (self.head_written && !idempotent) {
+        if self.received || self.body_taken || (self.head_written() && !idempotent) {
             return None;
         }
         Some(self.sending.take().map(|s| s.body))
@@ -178,7 +179,6 @@ impl Http1Conn {
             }
             if self.out.is_empty() {
                 ready!(Pin::new(&mut self.io).poll_flush(cx)).map_err(SendError::Io)?;
-                self.head_written = true;
                 return if self.sending.is_some() { Poll::Pending } else { Poll::Ready(Ok(())) };
             }
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
@@ -189,6 +189,7 @@ impl Http1Conn {
                 return Poll::Ready(Err(SendError::Io(io::ErrorKind::WriteZero.into())));
             }
             self.queued -= written;
+            self.head_left = self.head_left.saturating_sub(written);
             while written > 0 {
                 let front = self.out.front_mut().expect("written bytes were queued");
                 if written < front.len() {
@@ -197,9 +198,6 @@ impl Http1Conn {
                 }
                 written -= front.len();
                 self.out.pop_front();
-            }
-            if self.out.is_empty() {
-                self.head_written = true;
             }
         }
     }
