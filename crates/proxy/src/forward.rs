@@ -171,10 +171,17 @@ fn mirror<'a>(req: &mut Request<UpstreamBody>, filters: impl Iterator<Item = &'a
         if seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) % 1_000_000 >= u64::from(*per_million) {
             continue;
         }
-        let (tx, copy) = http_body_util::channel::Channel::<Bytes, BoxError>::new(16);
-        let original = std::mem::replace(req.body_mut(), empty_upstream());
-        *req.body_mut() = Tee { inner: original, mirror: Some(tx) }.boxed();
-        let mut copy_req = Request::new(copy.boxed());
+        // The copy is framed as the original is: no body, or its length, or chunked.
+        let copy = if req.body().is_end_stream() {
+            empty_upstream()
+        } else {
+            let (tx, copy) = http_body_util::channel::Channel::<Bytes, BoxError>::new(16);
+            let hint = req.body().size_hint();
+            let original = std::mem::replace(req.body_mut(), empty_upstream());
+            *req.body_mut() = Tee { inner: original, mirror: Some(tx) }.boxed();
+            Hinted { inner: copy, hint }.boxed()
+        };
+        let mut copy_req = Request::new(copy);
         *copy_req.method_mut() = req.method().clone();
         *copy_req.uri_mut() = req.uri().clone();
         *copy_req.headers_mut() = req.headers().clone();
@@ -227,6 +234,25 @@ impl http_body::Body for Streamed {
             hint.set_upper(upper + start);
         }
         hint
+    }
+}
+
+/// A body that tells the size another one told (a mirror's copy, fed through a channel).
+struct Hinted<B> {
+    inner: B,
+    hint: SizeHint,
+}
+
+impl<B: http_body::Body<Data = Bytes, Error = BoxError> + Unpin> http_body::Body for Hinted<B> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.hint
     }
 }
 

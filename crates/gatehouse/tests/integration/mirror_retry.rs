@@ -53,7 +53,21 @@ async fn a_mirror_receives_a_copy_of_each_request_and_its_answer_is_ignored() {
     assert_eq!(copy["path"], "/orders");
     assert_eq!(copy["body"], "{\"id\":7}", "the body is mirrored as it streams");
     assert_eq!(copy["headers"]["host"], "shop.example");
+    assert_eq!(copy["headers"]["content-length"], "8", "the copy is framed as the original");
     assert_eq!(primary_seen.lock().unwrap().len(), 1);
+
+    // A request without a body is copied without one, not as an empty chunked body.
+    let (code, _, _) = get_host(&format!("http://127.0.0.1:{port}/orders"), "shop.example").await.unwrap();
+    assert_eq!(code, 200);
+    let deadline = Instant::now() + PATIENCE;
+    while mirror_seen.lock().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "the mirror saw no GET");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let copy = mirror_seen.lock().unwrap()[1].clone();
+    assert_eq!(copy["method"], "GET");
+    assert!(copy["headers"].get("transfer-encoding").is_none(), "{copy}");
+    assert!(copy["headers"].get("content-length").is_none(), "{copy}");
 }
 
 #[tokio::test]
