@@ -3,10 +3,7 @@
 
 use std::{
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::atomic::{AtomicU64, Ordering},
     task::{Context, Poll},
     time::Duration,
 };
@@ -27,7 +24,6 @@ use crate::{
     metrics::StreamCounters,
     respond::{Refusal, empty},
     stream,
-    upstream::{Pool, PooledBody},
 };
 
 /// Bodies up to this size are kept so that a failed attempt can be retried.
@@ -86,7 +82,14 @@ pub async fn forward(
                 upstream
             };
             let started = Instant::now();
-            let result = within(per_try.map(|t| started + t), send(upstream, &pool)).await;
+            let result = match within(per_try.map(|t| started + t), pool.send(upstream)).await {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(e)) => {
+                    tracing::debug!(endpoint = %pool.endpoint(), "upstream request failed: {e}");
+                    Err(Refusal::UpstreamFailed)
+                }
+                Err(timeout) => Err(timeout),
+            };
             backend.metrics.record(result.as_ref().ok().map(|r| r.status()), started.elapsed());
             let retryable = match (&result, &rule.retry) {
                 (Ok(r), Some(policy)) => policy.codes.contains(&r.status().as_u16()),
@@ -101,7 +104,7 @@ pub async fn forward(
             tokio::time::sleep(Duration::from_millis(backoff)).await;
         }
     };
-    let (mut response, choice) = within(deadline, attempts).await?;
+    let (mut response, choice) = within(deadline, attempts).await??;
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(downstream) = downstream_upgrade
@@ -151,13 +154,6 @@ impl Pending {
 
 fn replayable(req: &Request<Incoming>) -> bool {
     req.body().is_end_stream() || req.body().size_hint().upper().is_some_and(|n| n <= RETRY_BODY_LIMIT)
-}
-
-async fn send(req: Request<UpstreamBody>, pool: &Arc<Pool>) -> Result<Response<PooledBody>, Refusal> {
-    pool.send(req).await.map_err(|e| {
-        tracing::debug!(endpoint = %pool.endpoint(), "upstream request failed: {e}");
-        Refusal::UpstreamFailed
-    })
 }
 
 static MIRROR_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -405,8 +401,8 @@ pub fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
 }
 
 pin_project_lite::pin_project! {
-    /// A future answered 504 if it has not finished by a deadline. A plain future rather than
-    /// an `async fn`, which would keep the future it wraps twice over.
+    /// A future, or [`Refusal::Timeout`] if it has not finished by a deadline. A plain future
+    /// rather than an `async fn`, which would keep the future it wraps twice over.
     #[project = WithinProj]
     pub enum Within<F> {
         Until { #[pin] fut: tokio::time::Timeout<F> },
@@ -414,7 +410,7 @@ pin_project_lite::pin_project! {
     }
 }
 
-/// `fut`, answered 504 if it has not finished by `deadline`.
+/// `fut`'s output, or [`Refusal::Timeout`] (504) if it has not finished by `deadline`.
 pub fn within<F: Future>(deadline: Option<Instant>, fut: F) -> Within<F> {
     match deadline {
         Some(t) => Within::Until { fut: tokio::time::timeout_at(t, fut) },
@@ -422,13 +418,13 @@ pub fn within<F: Future>(deadline: Option<Instant>, fut: F) -> Within<F> {
     }
 }
 
-impl<T, F: Future<Output = Result<T, Refusal>>> Future for Within<F> {
-    type Output = Result<T, Refusal>;
+impl<F: Future> Future for Within<F> {
+    type Output = Result<F::Output, Refusal>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            WithinProj::Until { fut } => fut.poll(cx).map(|r| r.unwrap_or(Err(Refusal::Timeout))),
-            WithinProj::Unbounded { fut } => fut.poll(cx),
+            WithinProj::Until { fut } => fut.poll(cx).map(|r| r.map_err(|_| Refusal::Timeout)),
+            WithinProj::Unbounded { fut } => fut.poll(cx).map(Ok),
         }
     }
 }

@@ -204,7 +204,7 @@ async fn run_rule(
     // The authorization service sees the request as the client sent it. Boxed: most routes
     // have none, and should not carry its future's size.
     let verdict = match &rule.external_auth {
-        Some(auth) => forward::within(deadline, Box::pin(ext_auth::check(&mut req, auth, bind, conn.tls))).await?,
+        Some(auth) => forward::within(deadline, Box::pin(ext_auth::check(&mut req, auth, bind, conn.tls))).await??,
         None => Verdict::Allow(None),
     };
     let mut response = match verdict {

@@ -15,7 +15,7 @@ use std::{
     time::Duration,
 };
 
-pub use pool::{Pool, PooledBody};
+pub use pool::Pool;
 use rustls::{ClientConfig, pki_types::ServerName};
 use translate::ir::{BackendProtocol, BackendTls, CertifiedKey};
 

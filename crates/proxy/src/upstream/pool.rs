@@ -24,6 +24,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::{body::Incoming, client::conn::http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 
 use super::{
     Protocol, Transport,
@@ -96,9 +97,13 @@ impl Pool {
     }
 
     /// Sends `req` (its URI's path and query are used) on a pooled connection, or a new one.
-    pub async fn send(self: &Arc<Self>, mut req: Request<UpstreamBody>) -> Result<Response<PooledBody>, BoxError> {
+    /// Not an `async fn`: that would be one more layer keeping a copy of the request.
+    pub fn send(
+        self: &Arc<Self>,
+        mut req: Request<UpstreamBody>,
+    ) -> impl Future<Output = Result<Response<PooledBody>, BoxError>> + Send + '_ {
         match &self.conns {
-            Conns::Http1(idle) => self.send_http1(idle, req).await,
+            Conns::Http1(idle) => Either::Left(self.send_http1(idle, req)),
             Conns::Http2(shared) => {
                 let scheme = match self.transport {
                     Transport::Plain => http::uri::Scheme::HTTP,
@@ -112,9 +117,9 @@ impl Pool {
                 parts.authority = Some(authority.unwrap_or_else(|| self.authority.clone()));
                 parts.path_and_query =
                     Some(req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
-                *req.uri_mut() = Uri::from_parts(parts)?;
+                let uri = Uri::from_parts(parts);
                 *req.version_mut() = http::Version::HTTP_2;
-                self.send_http2(shared, req).await
+                Either::Right(self.send_http2(shared, uri, req))
             }
         }
     }
@@ -168,8 +173,10 @@ impl Pool {
     async fn send_http2(
         &self,
         shared: &Http2Shared,
+        uri: Result<Uri, http::uri::InvalidUriParts>,
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, BoxError> {
+        *req.uri_mut() = uri?;
         let mut retried = false;
         loop {
             let open = lock(&shared.current).clone().filter(|(_, s)| !s.is_closed());
