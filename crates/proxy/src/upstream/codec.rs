@@ -239,8 +239,10 @@ pub fn parse_response(buf: &mut BytesMut, head: bool, upgrade: bool) -> Result<O
             None => Decoder::Eof,
         }
     };
-    // A response framed by both headers came from something confused: its connection is not
-    // trusted with another exchange.
+    // The connection ends with this response if the backend says so, if HTTP/1.0 does not
+    // ask to keep it (or frames by chunks, which 1.0 does not have), if the body runs to the
+    // close, if both headers frame it (something is confused: no second exchange), or if the
+    // protocol switches.
     let ends = close
         || (http10 && (!keep_alive_token || transfer_encoded))
         || body == Decoder::Eof
