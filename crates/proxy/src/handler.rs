@@ -52,10 +52,11 @@ pub async fn handle(
     bind: Arc<BindConfig>,
     conn: Arc<Conn>,
     shared: Arc<Shared>,
-) -> Result<Response<Body>, Infallible> {
+) -> Result<Response<Answer>, Infallible> {
+    conn.guard.head_arrived();
     let started = Instant::now();
     let grpc = is_grpc(req.headers());
-    Ok(match route(&mut req, &bind, &conn) {
+    let response = match route(&mut req, &bind, &conn) {
         Err(refusal) => {
             let response = refusal.into_response(grpc);
             shared.metrics.unrouted(response.status(), started.elapsed());
@@ -69,7 +70,45 @@ pub async fn handle(
             rule.metrics.record(response.status(), started.elapsed());
             response
         }
-    })
+    };
+    // A switched connection waits for no more heads; its tunnel takes it over.
+    let then = (response.status() != StatusCode::SWITCHING_PROTOCOLS).then_some(conn);
+    Ok(response.map(|body| Answer { body, then }))
+}
+
+/// A response body that, once hyper is done with it, has its connection wait for the next
+/// request head (counted by the socket's sweep: see `drain.rs`).
+pub struct Answer {
+    body: Body,
+    then: Option<Arc<Conn>>,
+}
+
+impl http_body::Body for Answer {
+    type Data = bytes::Bytes;
+    type Error = crate::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, crate::BoxError>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        if let Some(conn) = &self.then {
+            conn.guard.awaiting_head();
+        }
+    }
 }
 
 fn is_grpc(headers: &HeaderMap) -> bool {

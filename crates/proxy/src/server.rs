@@ -23,7 +23,7 @@ use translate::ir::{BindProtocol, ListenerProtocol};
 use crate::{
     Shared,
     config::BindConfig,
-    drain::{ConnGuard, Conns},
+    drain::{ConnGuard, Conns, SWEEP_INTERVAL},
     handler,
     rewind::{H2_PREFACE, Rewind, first_bytes},
     stream::{self, StreamConfig},
@@ -63,9 +63,9 @@ impl Builders {
     fn new() -> Self {
         let mut http1 = http1::Builder::new();
         http1
-            .timer(TokioTimer::new())
-            // Slow clients: the whole request head must arrive in time.
-            .header_read_timeout(Duration::from_secs(10))
+            // Slow and idle clients: the socket's sweep ends a connection that waits 10 s for
+            // a request head (drain.rs), without a timer per request.
+            .header_read_timeout(None)
             // Request line plus headers; past it hyper answers 431.
             .max_buf_size(64 * 1024)
             .max_headers(100)
@@ -104,6 +104,7 @@ impl Builders {
         if h2 {
             guard.serve(self.http2.serve_connection(io, svc), |c| c.graceful_shutdown()).await;
         } else {
+            guard.watch_heads();
             guard.serve(self.http1.serve_connection(io, svc).with_upgrades(), |c| c.graceful_shutdown()).await;
         }
     }
@@ -121,11 +122,14 @@ pub async fn accept_loop(
     let local = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let mut conns = Conns::new();
     let builders = Arc::new(Builders::new());
+    let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // NOTE: accept() is cancel-safe, so losing the race to `stop` drops no connection.
         tokio::select! {
             biased;
             _ = stop.changed() => break,
+            _ = sweep.tick() => conns.sweep(),
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
@@ -239,9 +243,9 @@ fn service(
     conn: Arc<handler::Conn>,
 ) -> impl hyper::service::Service<
     http::Request<hyper::body::Incoming>,
-    Response = http::Response<crate::Body>,
+    Response = http::Response<handler::Answer>,
     Error = Infallible,
-    Future = impl Future<Output = Result<http::Response<crate::Body>, Infallible>> + Send,
+    Future = impl Future<Output = Result<http::Response<handler::Answer>, Infallible>> + Send,
 > + Clone {
     service_fn(move |req| {
         // Each request runs to completion on the configuration current when it arrived.

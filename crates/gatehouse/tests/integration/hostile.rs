@@ -272,3 +272,78 @@ async fn an_absolute_form_target_routes_and_forwards_by_its_authority() {
         "the backend must see the host it was routed by, not the ignored Host header: {body}"
     );
 }
+
+/// Waiting for a request head is bounded between requests too, but a request in progress is
+/// not a wait: a slow answer and a WebSocket tunnel outlive the bound.
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_but_slow_answers_and_tunnels_are_not() {
+    use tokio::io::AsyncReadExt;
+    let port = free_port();
+    let (fast, _) = recording_backend("fast").await;
+    let slow = slow_backend(Duration::from_secs(12)).await;
+    let ws = upgrade_echo_backend().await;
+    let config = format!(
+        "{CLASS}{}{}{}{}{}{}{}",
+        http_gateway(port),
+        service("fast", fast),
+        service("slow", slow),
+        service("ws", ws),
+        route("fast", "/fast", "fast"),
+        route("slow", "/slow", "slow"),
+        route("ws", "/ws", "ws"),
+    );
+    let _gw = Gateway::start(&config).await;
+    let started = Instant::now();
+
+    // One request, then silence on the same connection.
+    let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    idle.write_all(b"GET /fast/x HTTP/1.1\r\nHost: example.com\r\n\r\n").await.unwrap();
+    let idle_closed = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(20), idle.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return (started.elapsed(), seen),
+                Ok(Ok(n)) => seen.extend_from_slice(&chunk[..n]),
+                Err(_) => panic!("an idle connection was held for 20 s"),
+            }
+        }
+    });
+
+    // A tunnel, quiet for longer than the bound, then used.
+    let mut tunnel = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    tunnel
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(PATIENCE, tunnel.read(&mut byte)).await.expect("101 in time").unwrap();
+        assert_eq!(n, 1, "closed before the 101: {}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+
+    // An answer that takes longer than the bound (and than the test clients' patience).
+    let mut waiting = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    waiting.write_all(b"GET /slow HTTP/1.1\r\nHost: example.com\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    while !answer.ends_with(b"slow") {
+        let mut chunk = [0u8; 1024];
+        let n =
+            tokio::time::timeout(Duration::from_secs(20), waiting.read(&mut chunk)).await.expect("answered").unwrap();
+        assert!(n > 0, "a request in progress was cut off: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+
+    tunnel.write_all(b"still here").await.unwrap();
+    let mut echoed = [0u8; 10];
+    tokio::time::timeout(PATIENCE, tunnel.read_exact(&mut echoed)).await.expect("echo in time").unwrap();
+    assert_eq!(&echoed, b"still here", "the tunnel outlived the head wait");
+
+    let (after, seen) = idle_closed.await.unwrap();
+    assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"), "the request was answered first");
+    assert!(after >= Duration::from_secs(5) && after < Duration::from_secs(15), "closed after {after:?}");
+}
