@@ -148,7 +148,10 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
-            Some(()) = changes.recv() => engine.reload().await,
+            Some(()) = changes.recv() => {
+                watch::settle(&mut changes).await;
+                engine.reload().await;
+            }
             _ = terminate.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         }

@@ -1,41 +1,48 @@
 //! Watches `--config` paths and signals when something under them may have changed. Files
 //! are watched through their directory, so that editors' rename-and-replace is seen.
+//!
+//! Events come from the OS (inotify) as they happen; a burst of them (an editor's write,
+//! rename and chmod) is settled into one reload here, in the engine's task, so that an idle
+//! gateway has no thread waking on a tick to look for them.
 
 use std::{path::PathBuf, time::Duration};
 
-use notify::RecursiveMode;
-use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
+use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
-pub type Watcher = Debouncer<notify::RecommendedWatcher, RecommendedCache>;
+/// How long the files must be quiet before a change is acted on.
+const SETTLE: Duration = Duration::from_millis(150);
 
-/// Starts watching; the returned watcher must be kept alive. Each debounced burst of events
-/// becomes one message.
+pub type Watcher = RecommendedWatcher;
+
+/// Starts watching; the returned watcher must be kept alive. A message means that
+/// something may have changed since the last one was taken.
 pub fn watch(paths: &[PathBuf]) -> notify::Result<(Watcher, mpsc::Receiver<()>)> {
     let (tx, rx) = mpsc::channel(1);
-    let mut debouncer = new_debouncer(Duration::from_millis(150), None, move |result: DebounceEventResult| {
-        match result {
-            Ok(events) if events.iter().any(|e| !e.kind.is_access()) => {
-                // A full channel already holds a pending reload, which will see this change.
-                let _ = tx.try_send(());
-            }
-            Ok(_) => {}
-            Err(errors) => {
-                for e in errors {
-                    tracing::warn!("watching configuration files: {e}");
-                }
-                let _ = tx.try_send(());
-            }
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+        // A full channel already holds a pending change, which covers this one.
+        Ok(e) if !e.kind.is_access() => {
+            let _ = tx.try_send(());
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!("watching configuration files: {e}");
+            let _ = tx.try_send(());
         }
     })?;
     for path in paths {
         let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
         if absolute.is_dir() {
-            debouncer.watch(&absolute, RecursiveMode::Recursive)?;
+            watcher.watch(&absolute, RecursiveMode::Recursive)?;
         } else {
             let dir = absolute.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-            debouncer.watch(&dir, RecursiveMode::NonRecursive)?;
+            watcher.watch(&dir, RecursiveMode::NonRecursive)?;
         }
     }
-    Ok((debouncer, rx))
+    Ok((watcher, rx))
+}
+
+/// Once a change has been signalled: waits until the files have been quiet for [`SETTLE`].
+pub async fn settle(changes: &mut mpsc::Receiver<()>) {
+    while let Ok(Some(())) = tokio::time::timeout(SETTLE, changes.recv()).await {}
 }
