@@ -2,15 +2,24 @@
 //! rule, run its request filters, then redirect, answer, or forward to a backend and run the
 //! response filters. Everything read here was compiled before the request arrived.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header, uri::PathAndQuery};
+use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 use translate::ir::{HeaderModifier, HttpFilter, PathRewrite, Redirect};
 
 use crate::{
-    Body, Shared,
+    Body, BoxError, Shared,
     config::{Action, BindConfig, PathMatcher, Rule},
     cors::Cors,
     drain::ConnGuard,
@@ -72,40 +81,38 @@ pub async fn handle(
         }
     };
     // A switched connection waits for no more heads; its tunnel takes it over.
-    let then = (response.status() != StatusCode::SWITCHING_PROTOCOLS).then_some(conn);
-    Ok(response.map(|body| Answer { body, then }))
+    let waits_after = (response.status() != StatusCode::SWITCHING_PROTOCOLS).then_some(conn);
+    Ok(response.map(|body| Answer { body, waits_after }))
 }
 
 /// A response body that, once hyper is done with it, has its connection wait for the next
 /// request head (counted by the socket's sweep: see `drain.rs`).
 pub struct Answer {
     body: Body,
-    then: Option<Arc<Conn>>,
+    /// The connection that waits for its next request head once this body is done.
+    waits_after: Option<Arc<Conn>>,
 }
 
 impl http_body::Body for Answer {
-    type Data = bytes::Bytes;
-    type Error = crate::BoxError;
+    type Data = Bytes;
+    type Error = BoxError;
 
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, crate::BoxError>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
         self.body.is_end_stream()
     }
 
-    fn size_hint(&self) -> http_body::SizeHint {
+    fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
     }
 }
 
 impl Drop for Answer {
     fn drop(&mut self) {
-        if let Some(conn) = &self.then {
+        if let Some(conn) = &self.waits_after {
             conn.guard.awaiting_head();
         }
     }
