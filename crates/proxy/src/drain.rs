@@ -11,6 +11,7 @@
 //! instructions.
 
 use std::{
+    io,
     pin::{Pin, pin},
     sync::{
         Arc, Weak,
@@ -21,7 +22,10 @@ use std::{
 };
 
 use atomic_waker::AtomicWaker;
-use tokio::sync::mpsc;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    sync::mpsc,
+};
 
 const RUNNING: u8 = 0;
 const DRAINING: u8 = 1;
@@ -33,6 +37,8 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 const HEAD_WAIT_SWEEPS: u8 = 10;
 /// Not waiting for a request head (or not HTTP/1.1).
 const NOT_WAITING: u8 = u8::MAX;
+/// Waited too long: being ended, whatever arrives now.
+const ENDED: u8 = u8::MAX - 1;
 
 /// One connection's signal: its state, and the task to wake when it changes.
 struct Signal {
@@ -54,7 +60,7 @@ impl Signal {
 /// A socket's connections.
 pub struct Conns {
     alive: Option<mpsc::Sender<()>>,
-    gone: mpsc::Receiver<()>,
+    gone: Option<mpsc::Receiver<()>>,
     signals: Vec<Weak<Signal>>,
     /// When `signals` next drops the connections that have ended.
     prune_at: usize,
@@ -72,7 +78,7 @@ pub struct ConnGuard {
 impl Conns {
     pub fn new() -> Self {
         let (alive, gone) = mpsc::channel(1);
-        Self { alive: Some(alive), gone, signals: Vec::new(), prune_at: 64 }
+        Self { alive: Some(alive), gone: Some(gone), signals: Vec::new(), prune_at: 64 }
     }
 
     pub fn guard(&mut self) -> ConnGuard {
@@ -96,10 +102,16 @@ impl Conns {
         self.raise(DRAINING);
     }
 
-    /// Resolves once every guarded connection has ended.
-    pub async fn ended(&mut self) {
+    /// Resolves once every guarded connection has ended. It borrows nothing, so that the
+    /// socket can go on sweeping while it waits.
+    pub fn ended(&mut self) -> impl Future<Output = ()> + use<> {
         self.alive.take();
-        let _ = self.gone.recv().await;
+        let gone = self.gone.take();
+        async move {
+            if let Some(mut gone) = gone {
+                let _ = gone.recv().await;
+            }
+        }
     }
 
     /// Ends the connections still open.
@@ -113,14 +125,15 @@ impl Conns {
         self.signals.retain(|s| s.strong_count() > 0);
         for signal in self.signals.iter().filter_map(Weak::upgrade) {
             let seen = signal.head_wait.load(Ordering::Relaxed);
-            if seen == NOT_WAITING {
+            if seen >= ENDED {
                 continue;
             }
-            if seen + 1 >= HEAD_WAIT_SWEEPS {
+            // Either exchange loses to a head arriving meanwhile: then it is not waiting.
+            let next = if seen + 1 >= HEAD_WAIT_SWEEPS { ENDED } else { seen + 1 };
+            if signal.head_wait.compare_exchange(seen, next, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+                && next == ENDED
+            {
                 signal.raise(KILLED);
-            } else {
-                // Lost to a head arriving meanwhile: then it is not waiting any more.
-                let _ = signal.head_wait.compare_exchange(seen, seen + 1, Ordering::Relaxed, Ordering::Relaxed);
             }
         }
     }
@@ -153,9 +166,20 @@ impl ConnGuard {
         }
     }
 
-    /// A request head has arrived.
-    pub fn head_arrived(&self) {
-        self.signal.head_wait.store(NOT_WAITING, Ordering::Relaxed);
+    /// The connection wrote something: while it waits for a head, the count starts again,
+    /// so that a client slowly reading the end of a response is not taken for an idle one.
+    pub fn wrote(&self) {
+        let wait = &self.signal.head_wait;
+        let seen = wait.load(Ordering::Relaxed);
+        if seen != 0 && seen < ENDED {
+            let _ = wait.compare_exchange(seen, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// A request head has arrived. False if the connection waited too long and is being
+    /// ended: the request must not go anywhere.
+    pub fn head_arrived(&self) -> bool {
+        self.signal.head_wait.swap(NOT_WAITING, Ordering::Relaxed) != ENDED
     }
 
     /// The state now; the task is woken when it changes.
@@ -189,6 +213,61 @@ impl ConnGuard {
     }
 }
 
+/// An HTTP/1.1 connection's I/O, telling its guard whenever it writes (see
+/// [`ConnGuard::wrote`]).
+pub struct WriteProgress<T> {
+    io: T,
+    guard: ConnGuard,
+}
+
+impl<T> WriteProgress<T> {
+    pub fn new(io: T, guard: ConnGuard) -> Self {
+        Self { io, guard }
+    }
+
+    fn progress(&self, written: &Poll<io::Result<usize>>) {
+        if let Poll::Ready(Ok(1..)) = written {
+            self.guard.wrote();
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WriteProgress<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteProgress<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let written = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.progress(&written);
+        written
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.progress(&written);
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +295,17 @@ mod tests {
         assert_eq!(state(&http1), RUNNING);
         conns.sweep();
         assert_eq!(state(&http1), KILLED);
+        // A head arriving once the end is decided is refused.
+        assert!(!http1.head_arrived());
+        // Writing restarts the count of a connection waiting for a head.
+        let slow_reader = conns.guard();
+        slow_reader.watch_heads();
+        for _ in 0..HEAD_WAIT_SWEEPS * 2 {
+            conns.sweep();
+            slow_reader.wrote();
+        }
+        assert_eq!(state(&slow_reader), RUNNING);
+        assert!(slow_reader.head_arrived());
         // HTTP/2 connections are not counted, even when told they wait.
         http2.awaiting_head();
         for _ in 0..HEAD_WAIT_SWEEPS * 2 {

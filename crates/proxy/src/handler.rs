@@ -62,7 +62,12 @@ pub async fn handle(
     conn: Arc<Conn>,
     shared: Arc<Shared>,
 ) -> Result<Response<Answer>, Infallible> {
-    conn.guard.head_arrived();
+    if !conn.guard.head_arrived() {
+        // Too late: the connection waited too long for this head and is being closed.
+        let mut late = Response::new(empty());
+        *late.status_mut() = StatusCode::REQUEST_TIMEOUT;
+        return Ok(late.map(|body| Answer { body, waits_after: None }));
+    }
     let started = Instant::now();
     let grpc = is_grpc(req.headers());
     let response = match route(&mut req, &bind, &conn) {

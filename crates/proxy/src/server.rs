@@ -23,7 +23,7 @@ use translate::ir::{BindProtocol, ListenerProtocol};
 use crate::{
     Shared,
     config::BindConfig,
-    drain::{ConnGuard, Conns, SWEEP_INTERVAL},
+    drain::{ConnGuard, Conns, SWEEP_INTERVAL, WriteProgress},
     handler,
     rewind::{H2_PREFACE, Rewind, first_bytes},
     stream::{self, StreamConfig},
@@ -100,11 +100,12 @@ impl Builders {
         let guard = conn.guard.clone();
         let h2 = prefix.starts_with(H2_PREFACE);
         let svc = service(state, shared, conn);
-        let io = TokioIo::new(Rewind::new(prefix, io));
         if h2 {
+            let io = TokioIo::new(Rewind::new(prefix, io));
             guard.serve(self.http2.serve_connection(io, svc), |c| c.graceful_shutdown()).await;
         } else {
             guard.watch_heads();
+            let io = TokioIo::new(Rewind::new(prefix, WriteProgress::new(io, guard.clone())));
             guard.serve(self.http1.serve_connection(io, svc).with_upgrades(), |c| c.graceful_shutdown()).await;
         }
     }
@@ -149,10 +150,20 @@ pub async fn accept_loop(
     }
     drop(listener);
     let _ = closed.send(());
-    let deadline = stop.borrow().unwrap_or(Duration::ZERO);
+    let deadline = tokio::time::sleep(stop.borrow().unwrap_or(Duration::ZERO));
     conns.drain();
-    if tokio::time::timeout(deadline, conns.ended()).await.is_err() {
-        tracing::info!(%local, "drain deadline reached; closing the remaining connections");
+    let ended = conns.ended();
+    tokio::pin!(deadline, ended);
+    // Still sweeping: a connection that never finishes its request head holds no drain.
+    loop {
+        tokio::select! {
+            _ = &mut ended => break,
+            _ = &mut deadline => {
+                tracing::info!(%local, "drain deadline reached; closing the remaining connections");
+                break;
+            }
+            _ = sweep.tick() => conns.sweep(),
+        }
     }
     conns.kill();
 }

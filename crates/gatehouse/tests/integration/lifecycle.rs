@@ -112,3 +112,25 @@ async fn sigterm_drains_requests_in_flight() {
     let exit = gw.wait_exit(PATIENCE).expect("gatehouse exits after draining");
     assert!(exit.success(), "{exit:?}");
 }
+
+/// A client that never finishes its request head does not hold a drain to its deadline
+/// (30 s by default): waits for heads stay bounded while the socket drains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_request_head_does_not_hold_the_drain() {
+    use tokio::io::AsyncWriteExt;
+    let backend = echo_backend("one").await;
+    let port = free_port();
+    let mut gw =
+        Gateway::start(&format!("{CLASS}{}{}{}", http_gateway(port), service("svc", backend), route("r", "/", "svc")))
+            .await;
+    let mut stalled = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    stalled.write_all(b"GET / HTTP/1.1\r\nHost: example.com\r\nX-Never: ").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let killed = std::process::Command::new("kill").args(["-TERM", &gw.pid().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let exit = gw.wait_exit(Duration::from_secs(20)).expect("gatehouse exits well before the drain deadline");
+    assert!(exit.success(), "{exit:?}");
+    assert!(started.elapsed() < Duration::from_secs(15), "exited after {:?}", started.elapsed());
+    drop(stalled);
+}
