@@ -322,25 +322,37 @@ fn describe(name: &str, parts: &http::request::Parts, body: &[u8]) -> serde_json
 /// and reads the body. A request header `x-echo-response-header: name=value` (repeatable)
 /// makes the response carry that header.
 pub async fn recording_backend(name: &'static str) -> (SocketAddr, Seen) {
+    recording_server(name, |parts, description| {
+        let mut resp = Response::new(Full::new(Bytes::from(description.to_string())));
+        for v in parts.headers.get_all("x-echo-response-header") {
+            if let Some((n, v)) = v.to_str().ok().and_then(|s| s.split_once('='))
+                && let (Ok(n), Ok(v)) =
+                    (http::HeaderName::from_bytes(n.trim().as_bytes()), http::HeaderValue::from_str(v.trim()))
+            {
+                resp.headers_mut().append(n, v);
+            }
+        }
+        resp
+    })
+    .await
+}
+
+/// A server like [`http_server`] that reads each request whole, records it as
+/// [`describe`] does (`backend` is `name`), and answers with `answer`.
+pub async fn recording_server<F>(name: &'static str, answer: F) -> (SocketAddr, Seen)
+where
+    F: Fn(&http::request::Parts, &serde_json::Value) -> Response<Full<Bytes>> + Clone + Send + Sync + 'static,
+{
     let seen: Seen = Default::default();
     let log = seen.clone();
     let addr = http_server(move |req: Request<Incoming>| {
-        let log = log.clone();
+        let (log, answer) = (log.clone(), answer.clone());
         async move {
             let (parts, body) = req.into_parts();
             let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
             let description = describe(name, &parts, &body);
             log.lock().unwrap().push(description.clone());
-            let mut resp = Response::new(Full::new(Bytes::from(description.to_string())));
-            for v in parts.headers.get_all("x-echo-response-header") {
-                if let Some((n, v)) = v.to_str().ok().and_then(|s| s.split_once('='))
-                    && let (Ok(n), Ok(v)) =
-                        (http::HeaderName::from_bytes(n.trim().as_bytes()), http::HeaderValue::from_str(v.trim()))
-                {
-                    resp.headers_mut().append(n, v);
-                }
-            }
-            resp
+            answer(&parts, &description)
         }
     })
     .await;

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::{Request, Response, body::Incoming};
 
 use super::common::*;
@@ -13,37 +13,19 @@ use super::common::*;
 /// `x-user: alice` and `x-extra: 1`; refuses anything else with 401, a `www-authenticate`
 /// header and a body of its own. Records what it is sent.
 async fn auth_service() -> (SocketAddr, Seen) {
-    let seen: Seen = Default::default();
-    let log = seen.clone();
-    let addr = http_server(move |req: Request<Incoming>| {
-        let log = log.clone();
-        async move {
-            let (parts, body) = req.into_parts();
-            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            let mut headers = serde_json::Map::new();
-            for (k, v) in &parts.headers {
-                headers.insert(k.to_string(), String::from_utf8_lossy(v.as_bytes()).into());
-            }
-            log.lock().unwrap().push(serde_json::json!({
-                "method": parts.method.as_str(),
-                "path": parts.uri.path_and_query().map(|p| p.as_str()),
-                "headers": headers,
-                "body": String::from_utf8_lossy(&body),
-            }));
-            let allowed = parts.headers.get("authorization").is_some_and(|v| v == "Bearer good");
-            let response = if allowed {
-                Response::builder().header("x-user", "alice").header("x-extra", "1").body(Full::new(Bytes::new()))
-            } else {
-                Response::builder()
-                    .status(401)
-                    .header("www-authenticate", "Bearer realm=\"test\"")
-                    .body(Full::new(Bytes::from("denied by auth")))
-            };
-            response.unwrap()
-        }
+    recording_server("auth", |parts, _| {
+        let allowed = parts.headers.get("authorization").is_some_and(|v| v == "Bearer good");
+        let response = if allowed {
+            Response::builder().header("x-user", "alice").header("x-extra", "1").body(Full::new(Bytes::new()))
+        } else {
+            Response::builder()
+                .status(401)
+                .header("www-authenticate", "Bearer realm=\"test\"")
+                .body(Full::new(Bytes::from("denied by auth")))
+        };
+        response.unwrap()
     })
-    .await;
-    (addr, seen)
+    .await
 }
 
 /// A gateway whose one rule asks the authorization service `auth` (Service `auth`) first,

@@ -66,15 +66,6 @@ pub enum SendError {
     Io(io::Error),
 }
 
-impl From<SendError> for BoxError {
-    fn from(e: SendError) -> Self {
-        match e {
-            SendError::Body(e) => e,
-            SendError::Io(e) => e.into(),
-        }
-    }
-}
-
 /// A connection switched to another protocol (101): the bytes already read, then the rest.
 pub type Upgraded = Rewind<Stream>;
 
