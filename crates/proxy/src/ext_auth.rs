@@ -13,10 +13,10 @@
 
 use std::{sync::Arc, time::Duration};
 
+use crate::downstream::RequestBody;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use translate::ir::ExternalAuth;
 
 use crate::{
@@ -49,7 +49,7 @@ pub struct ReadBody {
 }
 
 pub async fn check(
-    req: &mut Request<Incoming>,
+    req: &mut Request<RequestBody>,
     auth: &ExternalAuth,
     bind: &BindConfig,
     tls: bool,
@@ -87,7 +87,7 @@ pub async fn check(
 /// One HTTP authorization request: None if the service allows the request (its grants
 /// applied), else the client's answer.
 async fn check_http(
-    req: &mut Request<Incoming>,
+    req: &mut Request<RequestBody>,
     uri: Uri,
     auth: &ExternalAuth,
     pool: &Arc<Pool>,
@@ -110,7 +110,7 @@ async fn check_http(
 
 /// The request to the authorization service.
 fn authorization_request(
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
     uri: Uri,
     auth: &ExternalAuth,
     body: Bytes,
@@ -166,7 +166,7 @@ pub fn grantable(name: &HeaderName) -> bool {
 /// One ext_authz `Check` call: None if the service allows the request (its header changes
 /// applied), else the client's answer.
 async fn check_grpc(
-    req: &mut Request<Incoming>,
+    req: &mut Request<RequestBody>,
     auth: &ExternalAuth,
     pool: &Arc<Pool>,
     tls: bool,
@@ -212,7 +212,7 @@ async fn check_grpc(
 }
 
 /// The body's frames until `limit` bytes are read or it ends (trailers are not kept).
-async fn read_start(body: &mut Incoming, limit: usize) -> Result<ReadBody, Refusal> {
+async fn read_start(body: &mut RequestBody, limit: usize) -> Result<ReadBody, Refusal> {
     let mut read = BytesMut::new();
     while read.len() < limit {
         let Some(frame) = body.frame().await else { return Ok(ReadBody { bytes: read.freeze(), complete: true }) };

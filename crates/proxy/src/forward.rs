@@ -8,11 +8,11 @@ use std::{
     time::Duration,
 };
 
+use crate::downstream::{OnUpgrade, RequestBody};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, channel::Sender};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 use translate::ir::{HttpFilter, Mirror};
 
@@ -32,7 +32,7 @@ const RETRY_BODY_LIMIT: u64 = 64 * 1024;
 /// Forwards `req`, answering 504 if no response has come by `deadline` (the route's request
 /// timeout); `read` is the start of its body when something before (ExternalAuth) read it.
 pub async fn forward(
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     read: Option<ReadBody>,
     deadline: Option<Instant>,
     bind: &BindConfig,
@@ -42,7 +42,7 @@ pub async fn forward(
 ) -> Result<Response<Body>, Refusal> {
     let per_try = rule.timeouts.as_ref().and_then(|t| t.backend_request_ms).map(Duration::from_millis);
     let upgrade = upgrade_of(req.headers());
-    let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let downstream_upgrade = upgrade.as_ref().and_then(|_| OnUpgrade::take(&mut req));
 
     // A retried request needs its body again: keep small, known-length bodies in memory.
     let retries = match &rule.retry {
@@ -114,8 +114,8 @@ pub async fn forward(
         // socket's drain, and idles out like any byte stream.
         let guard = conn.guard.clone();
         tokio::spawn(async move {
-            if let Ok(down) = downstream.await {
-                stream::pipe(hyper_util::rt::TokioIo::new(down), up, &guard, StreamCounters::detached()).await;
+            if let Some(down) = downstream.connection().await {
+                stream::pipe(down, up, &guard, StreamCounters::detached()).await;
             }
         });
         let (parts, _) = response.into_parts();
@@ -152,7 +152,7 @@ impl Pending {
     }
 }
 
-fn replayable(req: &Request<Incoming>) -> bool {
+fn replayable(req: &Request<RequestBody>) -> bool {
     req.body().is_end_stream() || req.body().size_hint().upper().is_some_and(|n| n <= RETRY_BODY_LIMIT)
 }
 
@@ -202,7 +202,7 @@ fn empty_upstream() -> UpstreamBody {
 /// and goes first.
 struct Streamed {
     start: Option<Bytes>,
-    rest: Incoming,
+    rest: RequestBody,
 }
 
 impl http_body::Body for Streamed {

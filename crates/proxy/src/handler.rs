@@ -11,10 +11,10 @@ use std::{
     time::Duration,
 };
 
+use crate::downstream::RequestBody;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header, uri::PathAndQuery};
 use http_body::{Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 use translate::ir::{HeaderModifier, HttpFilter, PathRewrite, Redirect};
 
@@ -57,7 +57,7 @@ impl Conn {
 
 /// One request, answered whatever happens: the error type is hyper's service contract.
 pub async fn handle(
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     bind: Arc<BindConfig>,
     conn: Arc<Conn>,
     shared: Arc<Shared>,
@@ -135,7 +135,7 @@ struct Routed {
 }
 
 /// Listener, virtual host and rule for a request; the path is normalized in place.
-fn route(req: &mut Request<Incoming>, bind: &BindConfig, conn: &Conn) -> Result<Routed, Refusal> {
+fn route(req: &mut Request<RequestBody>, bind: &BindConfig, conn: &Conn) -> Result<Routed, Refusal> {
     // The request target's authority (HTTP/2, or absolute-form in HTTP/1.1) is the host:
     // it replaces any Host header (RFC 9112 §3.2.2), so routing and the backend agree.
     if let Some(authority) = req.uri().authority() {
@@ -234,7 +234,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 async fn run_rule(
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     started: Instant,
     bind: &BindConfig,
     conn: &Conn,
@@ -352,7 +352,7 @@ fn rewrite_path(path: &str, rewrite: &PathRewrite, prefix: Option<&str>) -> Stri
     }
 }
 
-fn redirect(req: &Request<Incoming>, r: &Redirect, conn: &Conn, prefix: Option<&str>) -> Response<Body> {
+fn redirect(req: &Request<RequestBody>, r: &Redirect, conn: &Conn, prefix: Option<&str>) -> Response<Body> {
     let request_scheme = if conn.tls { "https" } else { "http" };
     let scheme = r.scheme.as_deref().unwrap_or(request_scheme);
     let raw_host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or(req.uri().host()).unwrap_or("");

@@ -9,6 +9,7 @@
 pub mod config;
 mod cors;
 mod dns;
+mod downstream;
 mod drain;
 mod ext_auth;
 mod ext_authz;

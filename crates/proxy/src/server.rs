@@ -1,17 +1,14 @@
-//! Sockets and connections: one accept loop per bound address, serving HTTP/1.1 and HTTP/2
-//! (h2c by prior knowledge, h2 by ALPN over TLS) with hyper, under limits that keep a hostile
-//! client from hurting others, and layer-4 listeners ([`stream`]): TCP sockets, and on TLS
+//! Sockets and connections: one accept loop per bound address, serving HTTP/1.1 (our own
+//! loop, [`downstream::http1`]) and HTTP/2 (hyper's; h2c by prior knowledge, h2 by ALPN over
+//! TLS), under limits that keep a hostile client from hurting others, and layer-4 listeners ([`stream`]): TCP sockets, and on TLS
 //! sockets the TLS listeners, told from HTTPS listeners by the ClientHello's SNI. A stopped
 //! socket stops accepting at once and lets its connections finish, up to a deadline.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use hyper::{
-    server::conn::{http1, http2},
-    service::service_fn,
-};
+use hyper::{server::conn::http2, service::service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -23,7 +20,8 @@ use translate::ir::{BindProtocol, ListenerProtocol};
 use crate::{
     Shared,
     config::BindConfig,
-    drain::{ConnGuard, Conns, SWEEP_INTERVAL, WriteProgress},
+    downstream::{self, RequestBody},
+    drain::{ConnGuard, Conns, SWEEP_INTERVAL},
     handler,
     rewind::{H2_PREFACE, Rewind, first_bytes},
     stream::{self, StreamConfig},
@@ -31,7 +29,7 @@ use crate::{
 };
 
 /// How long a client may take to complete its TLS handshake, and then to send the first
-/// bytes of HTTP (after which hyper's own header timeout takes over).
+/// bytes of HTTP (after which the socket's sweep bounds waits for heads: `drain.rs`).
 pub(crate) const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a socket serves now; swapped whole on reconfiguration.
@@ -52,26 +50,13 @@ pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// hyper's connection settings, one per protocol: which one a connection speaks is known
-/// from its first bytes.
+/// hyper's HTTP/2 settings.
 pub struct Builders {
-    http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
 }
 
 impl Builders {
     fn new() -> Self {
-        let mut http1 = http1::Builder::new();
-        http1
-            // Slow and idle clients: the socket's sweep ends a connection that waits 10 s for
-            // a request head (drain.rs), without a timer per request.
-            .header_read_timeout(None)
-            // Request line plus headers; past it hyper answers 431.
-            .max_buf_size(64 * 1024)
-            .max_headers(100)
-            // One buffer per write: responses are mostly small, and copying a small body
-            // behind its head costs less than queueing both for writev (measured, 1.6%).
-            .writev(false);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
@@ -82,7 +67,7 @@ impl Builders {
             .max_local_error_reset_streams(256)
             .keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(20));
-        Self { http1, http2 }
+        Self { http2 }
     }
 
     /// Serves HTTP on `io`, of which `prefix` was read already: HTTP/2 if it is the
@@ -98,15 +83,17 @@ impl Builders {
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let guard = conn.guard.clone();
-        let h2 = prefix.starts_with(H2_PREFACE);
-        let svc = service(state, shared, conn);
-        if h2 {
+        if prefix.starts_with(H2_PREFACE) {
             let io = TokioIo::new(Rewind::new(prefix, io));
+            let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                // Each request runs to completion on the configuration current when it arrived.
+                handler::handle(req.map(RequestBody::Http2), state.load().config.clone(), conn.clone(), shared.clone())
+            });
             guard.serve(self.http2.serve_connection(io, svc), |c| c.graceful_shutdown()).await;
         } else {
             guard.watch_heads();
-            let io = TokioIo::new(Rewind::new(prefix, WriteProgress::new(io, guard.clone())));
-            guard.serve(self.http1.serve_connection(io, svc).with_upgrades(), |c| c.graceful_shutdown()).await;
+            // The loop itself stops taking requests when the drain begins.
+            guard.serve(downstream::http1::serve(Box::new(io), prefix, conn, state, shared), |_| {}).await;
         }
     }
 }
@@ -246,20 +233,4 @@ async fn serve_https<IO>(
     let Some(prefix) = first_bytes(&mut tls, FIRST_BYTES_TIMEOUT).await else { return };
     let conn = Arc::new(handler::Conn::new((peer, local), true, sni_listener, guard));
     builders.serve(prefix, tls, conn, state, shared).await;
-}
-
-fn service(
-    state: Arc<ArcSwap<BindState>>,
-    shared: Arc<Shared>,
-    conn: Arc<handler::Conn>,
-) -> impl hyper::service::Service<
-    http::Request<hyper::body::Incoming>,
-    Response = http::Response<handler::Answer>,
-    Error = Infallible,
-    Future = impl Future<Output = Result<http::Response<handler::Answer>, Infallible>> + Send,
-> + Clone {
-    service_fn(move |req| {
-        // Each request runs to completion on the configuration current when it arrived.
-        handler::handle(req, state.load().config.clone(), conn.clone(), shared.clone())
-    })
 }

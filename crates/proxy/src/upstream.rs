@@ -3,7 +3,7 @@
 //! endpoint. A compiled configuration holds the pools of its endpoints, so the usual request
 //! takes a connection without a map lookup; plain pools outlive reconfiguration.
 
-mod codec;
+pub(crate) mod codec;
 mod http1;
 mod pool;
 mod stream;

@@ -99,7 +99,7 @@ pub fn encode_request(
     buf.put_slice(b"\r\n");
 }
 
-fn put_field(buf: &mut BytesMut, name: &[u8], value: &[u8]) {
+pub(crate) fn put_field(buf: &mut BytesMut, name: &[u8], value: &[u8]) {
     buf.put_slice(name);
     buf.put_slice(b": ");
     buf.put_slice(value);
@@ -128,7 +128,7 @@ pub fn last_chunk(trailers: &HeaderMap) -> Bytes {
     buf.freeze()
 }
 
-fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+pub(crate) fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -252,7 +252,7 @@ pub fn parse_response(buf: &mut BytesMut, head: bool, upgrade: bool) -> Result<O
 }
 
 /// Decimal digits only: no sign, no spaces inside.
-fn parse_length(digits: &[u8]) -> Option<u64> {
+pub(crate) fn parse_length(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 {
         return None;
     }

@@ -1,0 +1,561 @@
+//! HTTP/1.1 connections from clients: read a head, hand the request to the handler, write
+//! its response, and again, until either side closes. The request body is read from the
+//! connection by whoever holds it (the upstream exchange, which sends it on as it comes).
+//!
+//! Our own rather than hyper's server: a proxy's exchange is simple enough to write as one
+//! loop, and hyper's dispatcher, with its channels, timers and copies of the request
+//! future, cost a third of a proxied request's instructions.
+
+use std::{
+    io,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll, ready},
+};
+
+use arc_swap::ArcSwap;
+use atomic_waker::AtomicWaker;
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Method, Response, StatusCode, Version, header};
+use http_body::{Body as _, Frame, SizeHint};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    sync::oneshot,
+};
+
+use super::{
+    OnUpgrade, RequestBody, Upgraded,
+    request::{RequestHead, parse_request},
+    response::{Connection, Framing, encode_refusal, encode_response},
+};
+use crate::{
+    BoxError, Shared,
+    handler::{self, Answer, Conn},
+    lock,
+    rewind::Rewind,
+    server::BindState,
+    upstream::codec::{Decoded, Decoder, chunk_size_line, last_chunk, parse_length},
+};
+
+/// A client connection's transport, whatever it is (TCP, TLS).
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// Bodies are copied behind their head up to this size, and written as they are past it.
+const COPY_LIMIT: usize = 16 * 1024;
+/// Write what has been gathered once it is this large.
+const GATHER_LIMIT: usize = 64 * 1024;
+/// Before a connection closes with input unread, it reads and drops this much, for this
+/// long, so that the client sees the response rather than a reset (RFC 9112 §9.6).
+const LINGER_BYTES: usize = 256 * 1024;
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The connection's transport and what has been read from it, shared by the connection
+/// and the current request's body.
+struct Wire {
+    io: Box<dyn Io>,
+    read: BytesMut,
+    /// Where the current request's body stands.
+    body: Decoder,
+    /// Bytes of `100 Continue` still to write, once the body is first read, and whether
+    /// they still need a flush (TLS holds what it writes until flushed).
+    continue_left: usize,
+    continue_unflushed: bool,
+    /// How much of `read` has been looked at for the end of a head.
+    scanned: usize,
+    /// Counts requests, so that a body reader kept past its request reads nothing more.
+    request: u64,
+    /// The body could not be read to its end: the connection can carry no more requests.
+    broken: bool,
+}
+
+struct Link {
+    wire: Mutex<Wire>,
+    /// The connection's task, woken when the request body ends or is dropped.
+    conn: AtomicWaker,
+}
+
+/// Serves HTTP/1.1 on `io`, of which `prefix` was read already.
+pub async fn serve(
+    io: Box<dyn Io>,
+    prefix: Bytes,
+    conn: Arc<Conn>,
+    state: Arc<ArcSwap<BindState>>,
+    shared: Arc<Shared>,
+) {
+    let mut read = BytesMut::with_capacity(8 * 1024);
+    read.extend_from_slice(&prefix);
+    let wire = Wire {
+        io,
+        read,
+        body: Decoder::Done,
+        continue_left: 0,
+        continue_unflushed: false,
+        scanned: 0,
+        request: 0,
+        broken: false,
+    };
+    let link = Arc::new(Link { wire: Mutex::new(wire), conn: AtomicWaker::new() });
+    let mut out = BytesMut::with_capacity(8 * 1024);
+    loop {
+        let head = match std::future::poll_fn(|cx| link.poll_head(cx, &conn)).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return link.close(false).await,
+            Err(refused) => {
+                tracing::debug!(peer = ?conn.peer_ip, "request refused: {refused}");
+                encode_refusal(&mut out, refused.status());
+                let _ = link.write_out(&mut out).await;
+                return link.close(true).await;
+            }
+        };
+        let RequestHead { request, body, keep_alive, expect_continue, upgrade, trailers } = head;
+        let exchange = Exchange {
+            head: request.method() == Method::HEAD,
+            http10: request.version() == Version::HTTP_10,
+            trailers,
+            keep_alive,
+            expect_continue,
+            switch: None,
+        };
+        let has_body = !body.is_done();
+        let body = if has_body { link.start_body(body, expect_continue) } else { BodyReader(None) };
+        let mut request = request.map(|()| RequestBody::Http1(body));
+        let mut exchange = exchange;
+        if upgrade {
+            let (tx, rx) = oneshot::channel();
+            request.extensions_mut().insert(OnUpgrade::new(rx));
+            exchange.switch = Some(tx);
+        }
+        // Each request runs to completion on the configuration current when it arrived.
+        let config = state.load().config.clone();
+        let Ok(response) = handler::handle(request, config, conn.clone(), shared.clone()).await;
+        exchange.keep_alive &= !conn.guard.is_draining();
+        let next = match link.respond(&mut out, response, &mut exchange).await {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::debug!(peer = ?conn.peer_ip, "writing a response failed: {e}");
+                return;
+            }
+        };
+        match next {
+            Next::Request => {}
+            Next::Close => return link.close(false).await,
+            Next::Switch => {
+                let (Some(switch), Ok(link)) = (exchange.switch, Arc::try_unwrap(link)) else { return };
+                let wire = link.wire.into_inner().unwrap_or_else(|e| e.into_inner());
+                let _ = switch.send(Rewind::new(wire.read.freeze(), wire.io));
+                return;
+            }
+        }
+        if has_body && !link.body_finished().await {
+            return link.close(true).await;
+        }
+    }
+}
+
+/// What the request said that its response must respect.
+struct Exchange {
+    head: bool,
+    http10: bool,
+    trailers: bool,
+    keep_alive: bool,
+    expect_continue: bool,
+    /// Where the connection goes if the response switches protocols.
+    switch: Option<oneshot::Sender<Upgraded>>,
+}
+
+/// What follows a response.
+enum Next {
+    Request,
+    Close,
+    Switch,
+}
+
+impl Link {
+    /// The next request head: None once the client closes, or drains while no head has begun.
+    fn poll_head(
+        &self,
+        cx: &mut Context<'_>,
+        conn: &Conn,
+    ) -> Poll<Result<Option<RequestHead>, super::request::Refused>> {
+        let mut wire = lock(&self.wire);
+        let wire = &mut *wire;
+        loop {
+            // A head mostly comes whole in one read: parse at once; past that, only once
+            // what came since may have ended it.
+            if !wire.read.is_empty() && (wire.scanned == 0 || may_end_head(&wire.read, wire.scanned)) {
+                if let Some(head) = parse_request(&mut wire.read)? {
+                    wire.scanned = 0;
+                    return Poll::Ready(Ok(Some(head)));
+                }
+            } else if wire.read.is_empty() && conn.guard.draining(cx) {
+                return Poll::Ready(Ok(None));
+            }
+            wire.scanned = wire.read.len();
+            if wire.read.capacity() - wire.read.len() < 1024 {
+                wire.read.reserve(8 * 1024);
+            }
+            match ready!(tokio_util::io::poll_read_buf(Pin::new(&mut wire.io), cx, &mut wire.read)) {
+                Ok(0) | Err(_) => return Poll::Ready(Ok(None)),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Sets the wire up to read a request body; its reader is handed to the request.
+    fn start_body(self: &Arc<Self>, body: Decoder, expect_continue: bool) -> BodyReader {
+        let mut wire = lock(&self.wire);
+        wire.body = body;
+        wire.continue_left = if expect_continue { CONTINUE.len() } else { 0 };
+        wire.request += 1;
+        BodyReader(Some((self.clone(), wire.request)))
+    }
+
+    /// Writes `response`, and tells what follows it.
+    async fn respond(
+        &self,
+        out: &mut BytesMut,
+        response: Response<Answer>,
+        exchange: &mut Exchange,
+    ) -> io::Result<Next> {
+        let (parts, mut body) = response.into_parts();
+        let mut status = parts.status;
+        let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+        if switching && exchange.switch.is_none() {
+            // A switch the client did not ask for (or could not take): nothing to tunnel.
+            status = StatusCode::BAD_GATEWAY;
+        }
+        let none = HeaderMap::new();
+        let headers = if status == parts.status { &parts.headers } else { &none };
+        let exact = if status == parts.status { body.size_hint().exact() } else { Some(0) };
+        let framing = Framing::of(status, exchange.head, exchange.http10, exact, || declared_length(headers));
+        if framing == Framing::Close {
+            exchange.keep_alive = false;
+        }
+        let connection = if status == StatusCode::SWITCHING_PROTOCOLS {
+            Connection::Upgrade
+        } else if exchange.keep_alive {
+            Connection::KeepAlive { http10: exchange.http10 }
+        } else {
+            Connection::Close
+        };
+        if exchange.expect_continue {
+            // A 100 Continue begun goes out whole first; one never begun, never.
+            let mut wire = lock(&self.wire);
+            if (1..CONTINUE.len()).contains(&wire.continue_left) {
+                out.extend_from_slice(&CONTINUE[CONTINUE.len() - wire.continue_left..]);
+            }
+            wire.continue_left = 0;
+        }
+        encode_response(out, status, headers, framing, connection);
+        let sent = match framing {
+            Framing::NoBody(_) => Ok(()),
+            _ if status != parts.status => Ok(()),
+            _ => self.send_body(out, &mut body, framing, exchange.trailers).await?,
+        };
+        self.write_out(out).await?;
+        drop(body);
+        Ok(match (sent, connection) {
+            (_, Connection::Upgrade) => Next::Switch,
+            (Ok(()), Connection::KeepAlive { .. }) => Next::Request,
+            _ => Next::Close,
+        })
+    }
+
+    /// Writes the body after the head gathered in `out`: Err(()) if it ended short or
+    /// failed, which ends the connection (the client sees a body cut off).
+    async fn send_body(
+        &self,
+        out: &mut BytesMut,
+        body: &mut Answer,
+        framing: Framing,
+        trailers: bool,
+    ) -> io::Result<Result<(), ()>> {
+        let mut left = match framing {
+            Framing::Length(n) => n,
+            _ => u64::MAX,
+        };
+        loop {
+            // Gather what is ready; write only when the body has to wait.
+            let frame = match std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    self.write_out(out).await?;
+                    // Meanwhile, a client that hangs up ends the exchange (and so the
+                    // backend's), rather than a response that may never end.
+                    std::future::poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
+                        Poll::Ready(frame) => Poll::Ready(Ok(frame)),
+                        Poll::Pending if self.poll_client_gone(cx) => {
+                            Poll::Ready(Err(io::Error::from(io::ErrorKind::ConnectionAborted)))
+                        }
+                        Poll::Pending => Poll::Pending,
+                    })
+                    .await?
+                }
+            };
+            let frame = match frame {
+                None => break,
+                Some(Ok(frame)) => frame,
+                Some(Err(e)) => {
+                    tracing::debug!("response body failed: {e}");
+                    return Ok(Err(()));
+                }
+            };
+            let data = match frame.into_data() {
+                Ok(data) => data,
+                Err(frame) => {
+                    if let (Ok(fields), Framing::Chunked, true) = (frame.into_trailers(), framing, trailers) {
+                        out.extend_from_slice(&last_chunk(&fields));
+                        return Ok(Ok(()));
+                    }
+                    continue;
+                }
+            };
+            if data.is_empty() {
+                continue;
+            }
+            if framing == Framing::Chunked {
+                out.extend_from_slice(&chunk_size_line(data.len()));
+            } else if data.len() as u64 > left {
+                tracing::debug!("response body longer than its Content-Length");
+                return Ok(Err(()));
+            }
+            left = left.saturating_sub(data.len() as u64);
+            if data.len() <= COPY_LIMIT {
+                out.extend_from_slice(&data);
+            } else {
+                self.write_out(out).await?;
+                self.write_all(&data).await?;
+            }
+            if framing == Framing::Chunked {
+                out.extend_from_slice(b"\r\n");
+            }
+            if out.len() >= GATHER_LIMIT {
+                self.write_out(out).await?;
+            }
+        }
+        match framing {
+            Framing::Chunked => out.extend_from_slice(&last_chunk(&HeaderMap::new())),
+            Framing::Length(_) if left != 0 => {
+                tracing::debug!("response body shorter than its Content-Length");
+                return Ok(Err(()));
+            }
+            _ => {}
+        }
+        Ok(Ok(()))
+    }
+
+    /// Whether the client closed its side of the connection, or it failed. Looked at while
+    /// the request body is not being read (its reader reads), and while what the client
+    /// sent ahead (its next requests) is within a head's size. Not while waiting for the
+    /// response head: that wait is the common case, and telling costs a read each time.
+    fn poll_client_gone(&self, cx: &mut Context<'_>) -> bool {
+        let mut wire = lock(&self.wire);
+        let wire = &mut *wire;
+        while wire.body.is_done() && wire.read.len() < super::request::MAX_HEAD {
+            if wire.read.capacity() - wire.read.len() < 1024 {
+                wire.read.reserve(8 * 1024);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut wire.io), cx, &mut wire.read) {
+                Poll::Ready(Ok(0) | Err(_)) => return true,
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => return false,
+            }
+        }
+        false
+    }
+
+    /// Writes and empties `out`, and flushes (TLS holds what it is given until then).
+    async fn write_out(&self, out: &mut BytesMut) -> io::Result<()> {
+        if !out.is_empty() {
+            self.write_all(out).await?;
+            out.clear();
+        }
+        Ok(())
+    }
+
+    async fn write_all(&self, mut bytes: &[u8]) -> io::Result<()> {
+        std::future::poll_fn(|cx| {
+            let mut wire = lock(&self.wire);
+            while !bytes.is_empty() {
+                let n = ready!(Pin::new(&mut wire.io).poll_write(cx, bytes))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                bytes = &bytes[n..];
+            }
+            Pin::new(&mut wire.io).poll_flush(cx)
+        })
+        .await
+    }
+
+    /// Waits for whoever reads the request body (a backend may answer before it has it
+    /// all) to finish or drop it; true if it was read to its end, so that the next request
+    /// can follow. A body nobody wanted is read on only as far as it is already here.
+    async fn body_finished(self: &Arc<Self>) -> bool {
+        std::future::poll_fn(|cx| {
+            self.conn.register(cx.waker());
+            let done = lock(&self.wire).body.is_done();
+            if done || Arc::strong_count(self) == 1 { Poll::Ready(()) } else { Poll::Pending }
+        })
+        .await;
+        let mut wire = lock(&self.wire);
+        let wire = &mut *wire;
+        while !wire.broken && !wire.body.is_done() {
+            match wire.body.decode(&mut wire.read) {
+                Ok(Decoded::Data(_) | Decoded::Trailers(_)) => {}
+                Ok(Decoded::End | Decoded::NeedMore) => break,
+                Err(_) => wire.broken = true,
+            }
+        }
+        !wire.broken && wire.body.is_done()
+    }
+
+    /// Ends the connection. With input perhaps unread (`linger`), reads and drops some
+    /// first, so that closing with it unread does not reset the response away.
+    async fn close(&self, linger: bool) {
+        let _ = std::future::poll_fn(|cx| Pin::new(&mut lock(&self.wire).io).poll_shutdown(cx)).await;
+        if linger {
+            let mut seen = 0;
+            let drain = std::future::poll_fn(|cx| {
+                let mut wire = lock(&self.wire);
+                let wire = &mut *wire;
+                loop {
+                    wire.read.clear();
+                    if wire.read.capacity() < 16 * 1024 {
+                        wire.read.reserve(16 * 1024);
+                    }
+                    match ready!(tokio_util::io::poll_read_buf(Pin::new(&mut wire.io), cx, &mut wire.read)) {
+                        Ok(0) | Err(_) => return Poll::Ready(()),
+                        Ok(n) => seen += n,
+                    }
+                    if seen >= LINGER_BYTES {
+                        return Poll::Ready(());
+                    }
+                }
+            });
+            let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+        }
+    }
+}
+
+/// Whether the head may be complete: a blank line has arrived since `scanned` bytes were
+/// looked at, or the buffer is full. Parsing on every read would make a client sending
+/// its head one byte at a time cost quadratic time.
+fn may_end_head(read: &[u8], scanned: usize) -> bool {
+    if read.len() >= super::request::MAX_HEAD {
+        return true;
+    }
+    let from = scanned.saturating_sub(3);
+    read[from..].windows(2).any(|w| w == b"\n\n") || read[from..].windows(3).any(|w| w == b"\n\r\n")
+}
+
+/// The Content-Length a response declares, for a body that does not know its own.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    parse_length(headers.get(header::CONTENT_LENGTH)?.as_bytes())
+}
+
+/// A request body, read from the client's connection as it is polled: the connection, and
+/// which of its requests this is. `None` when the request has none, or once it has been read.
+pub struct BodyReader(Option<(Arc<Link>, u64)>);
+
+impl BodyReader {
+    fn finish(&mut self) {
+        if let Some((link, _)) = self.0.take() {
+            let waker = link.conn.take();
+            drop(link);
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+}
+
+impl Link {
+    fn poll_body(&self, request: u64, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut wire = lock(&self.wire);
+        let wire = &mut *wire;
+        if wire.request != request {
+            return Poll::Ready(None);
+        }
+        // The client waits for leave to send its body, given when the body is first wanted.
+        while wire.continue_left > 0 {
+            let sent = &CONTINUE[CONTINUE.len() - wire.continue_left..];
+            match ready!(Pin::new(&mut wire.io).poll_write(cx, sent)) {
+                Ok(n) if n > 0 => wire.continue_left -= n,
+                _ => {
+                    wire.broken = true;
+                    return Poll::Ready(Some(Err("the client connection failed".into())));
+                }
+            }
+            wire.continue_unflushed = wire.continue_left == 0;
+        }
+        if wire.continue_unflushed {
+            if let Err(e) = ready!(Pin::new(&mut wire.io).poll_flush(cx)) {
+                wire.broken = true;
+                return Poll::Ready(Some(Err(e.into())));
+            }
+            wire.continue_unflushed = false;
+        }
+        loop {
+            match wire.body.decode(&mut wire.read) {
+                Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(Decoded::Trailers(fields)) => return Poll::Ready(Some(Ok(Frame::trailers(fields)))),
+                Ok(Decoded::End) => return Poll::Ready(None),
+                Ok(Decoded::NeedMore) => {}
+                Err(e) => {
+                    wire.broken = true;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+            if wire.read.capacity() - wire.read.len() < 4096 {
+                wire.read.reserve(16 * 1024);
+            }
+            match ready!(tokio_util::io::poll_read_buf(Pin::new(&mut wire.io), cx, &mut wire.read)) {
+                Ok(0) => {
+                    wire.broken = true;
+                    return Poll::Ready(Some(Err("the client closed the connection before the body ended".into())));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    wire.broken = true;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+        }
+    }
+}
+
+impl http_body::Body for BodyReader {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let Some((link, request)) = &self.0 else { return Poll::Ready(None) };
+        let polled = ready!(link.poll_body(*request, cx));
+        if !matches!(polled, Some(Ok(_))) {
+            self.finish();
+        }
+        Poll::Ready(polled)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.size_hint().exact() == Some(0)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let Some((link, request)) = &self.0 else { return SizeHint::with_exact(0) };
+        let wire = lock(&link.wire);
+        if wire.request != *request {
+            return SizeHint::with_exact(0);
+        }
+        wire.body.exact().map_or_else(SizeHint::new, SizeHint::with_exact)
+    }
+}
+
+impl Drop for BodyReader {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}

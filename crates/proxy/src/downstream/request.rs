@@ -1,0 +1,260 @@
+//! HTTP/1.1 request heads from clients, as bytes (RFC 9112): parsed by httparse straight
+//! into the `http::Request` the handler takes, its header values sharing the read buffer.
+//! No I/O here. Framing is strict: a request whose body length is ambiguous is refused,
+//! because whatever reads it differently behind us is how requests get smuggled.
+
+use std::mem::MaybeUninit;
+
+use bytes::BytesMut;
+use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version, header};
+
+use crate::upstream::codec::{Chunk, Decoder, parse_length};
+
+/// Larger request heads are refused (431), and so are heads with more header fields.
+pub const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEADERS: usize = 100;
+
+/// Why a request head is refused; [`Refused::status`] answers it.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("request head larger than {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    #[error("more than {MAX_HEADERS} header fields")]
+    TooManyHeaders,
+    #[error("HTTP version not supported")]
+    Version,
+    #[error("invalid request head: {0}")]
+    Head(httparse::Error),
+    #[error("invalid request target")]
+    Target,
+    #[error("invalid header field")]
+    Header,
+    #[error("invalid or conflicting Content-Length")]
+    ContentLength,
+    #[error("Transfer-Encoding that does not frame the body unambiguously")]
+    TransferEncoding,
+}
+
+impl Refused {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Refused::HeadTooLarge | Refused::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Refused::Version => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// A request head, with what it says about its body and the connection.
+#[derive(Debug)]
+pub struct RequestHead {
+    pub request: Request<()>,
+    pub body: Decoder,
+    /// Whether the client lets the connection carry another request after this one.
+    pub keep_alive: bool,
+    /// The client waits for `100 Continue` before it sends the body.
+    pub expect_continue: bool,
+    /// The client asks to switch protocols (`Connection: upgrade` and `Upgrade`).
+    pub upgrade: bool,
+    /// The client takes trailers (`TE: trailers`).
+    pub trailers: bool,
+}
+
+/// Parses the request head at the start of `buf` and takes it off; None while incomplete.
+pub fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHead>, Refused> {
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut parsed, buf, &mut fields) {
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
+        Ok(httparse::Status::Complete(_)) => return Err(Refused::HeadTooLarge),
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(Refused::HeadTooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(Refused::TooManyHeaders),
+        Err(httparse::Error::Version) if names_a_version(buf) => return Err(Refused::Version),
+        Err(e) => return Err(Refused::Head(e)),
+    };
+    let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
+        .map_err(|_| Refused::Head(httparse::Error::Token))?;
+    let http10 = parsed.version == Some(0);
+    // Where the target and each field lie, so that they can share the buffer once split off.
+    // In u32s: a larger array would cost more to zero than the parse (memset past 2 KiB).
+    let base = buf.as_ptr() as usize;
+    let span = |s: &[u8]| ((s.as_ptr() as usize - base) as u32, (s.as_ptr() as usize - base + s.len()) as u32);
+    let target = span(parsed.path.unwrap_or_default().as_bytes());
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let count = parsed.headers.len();
+    for (s, field) in spans.iter_mut().zip(parsed.headers.iter()) {
+        let (n0, n1) = span(field.name.as_bytes());
+        let (v0, v1) = span(field.value);
+        *s = (n0, n1, v0, v1);
+    }
+    let bytes = buf.split_to(len).freeze();
+    let mut request = Request::new(());
+    *request.uri_mut() =
+        Uri::from_maybe_shared(bytes.slice(target.0 as usize..target.1 as usize)).map_err(|_| Refused::Target)?;
+    let headers = request.headers_mut();
+    // Room for what a proxy adds (X-Forwarded-*), so that the map need not grow.
+    headers.reserve(count + 3);
+    let mut length: Option<u64> = None;
+    let (mut transfer_encoded, mut chunked) = (false, false);
+    let (mut close, mut keep_alive_token, mut upgrade_token, mut upgrade) = (false, false, false, false);
+    let (mut expect_continue, mut trailers) = (false, false);
+    for &(n0, n1, v0, v1) in &spans[..count] {
+        let (n0, n1, v0, v1) = (n0 as usize, n1 as usize, v0 as usize, v1 as usize);
+        let name = HeaderName::from_bytes(&bytes[n0..n1]).map_err(|_| Refused::Header)?;
+        let raw = &bytes[v0..v1];
+        if name == header::CONTENT_LENGTH {
+            for n in raw.split(|&b| b == b',') {
+                let n = parse_length(n.trim_ascii()).ok_or(Refused::ContentLength)?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(Refused::ContentLength);
+                }
+                length = Some(n);
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            // Only a final `chunked` frames a request body (RFC 9112 §6.3).
+            transfer_encoded = true;
+            chunked =
+                raw.rsplit(|&b| b == b',').next().is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == header::CONNECTION {
+            for token in raw.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                upgrade_token |= token.eq_ignore_ascii_case(b"upgrade");
+            }
+        } else if name == header::UPGRADE {
+            upgrade = true;
+        } else if name == header::EXPECT {
+            expect_continue = raw.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        } else if name == header::TE {
+            trailers |= raw.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
+        }
+        let value = HeaderValue::from_maybe_shared(bytes.slice(v0..v1)).map_err(|_| Refused::Header)?;
+        headers.append(name, value);
+    }
+
+    let body = if transfer_encoded {
+        // Both framings, a coding we cannot end, or HTTP/1.0 (which has no chunked coding):
+        // each is read one way by some and another way by others.
+        if length.is_some() || !chunked || http10 {
+            return Err(Refused::TransferEncoding);
+        }
+        Decoder::Chunked(Chunk::Size)
+    } else {
+        match length {
+            None | Some(0) => Decoder::Done,
+            Some(n) => Decoder::Length(n),
+        }
+    };
+    *request.method_mut() = method;
+    *request.version_mut() = if http10 { Version::HTTP_10 } else { Version::HTTP_11 };
+    Ok(Some(RequestHead {
+        request,
+        keep_alive: !close && (!http10 || keep_alive_token),
+        expect_continue: expect_continue && !http10 && body != Decoder::Done,
+        upgrade: upgrade && upgrade_token && !http10 && body == Decoder::Done,
+        trailers,
+        body,
+    }))
+}
+
+/// Whether the request line is well formed but for its version (`HTTP/2.0`, `HTTP/1.2`):
+/// such a request is answered 505, a line that is not even that 400.
+fn names_a_version(buf: &[u8]) -> bool {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.split(|&b| b == b' ');
+    let version = (parts.next(), parts.next(), parts.next(), parts.next());
+    matches!(version, (Some(_), Some(_), Some(v), None)
+        if v.len() == 8 && v.starts_with(b"HTTP/") && v[5].is_ascii_digit() && v[6] == b'.' && v[7].is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str) -> Result<Option<RequestHead>, Refused> {
+        parse_request(&mut BytesMut::from(raw))
+    }
+
+    #[test]
+    fn a_head_is_parsed_and_taken_off_the_buffer() {
+        let mut buf = BytesMut::from("GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\nX-Two: 1\r\nx-two: 2\r\n\r\nNEXT");
+        let head = parse_request(&mut buf).unwrap().unwrap();
+        assert_eq!(&buf[..], b"NEXT", "what follows the head stays");
+        let req = &head.request;
+        assert_eq!((req.method(), req.uri().path(), req.uri().query()), (&Method::GET, "/a", Some("b=1")));
+        assert_eq!(req.headers()["host"], "example.com");
+        assert_eq!(req.headers().get_all("x-two").iter().collect::<Vec<_>>(), ["1", "2"]);
+        assert!(head.keep_alive && !head.expect_continue && !head.upgrade);
+        assert_eq!(head.body, Decoder::Done);
+    }
+
+    #[test]
+    fn an_incomplete_head_waits_and_an_endless_one_is_refused() {
+        assert!(parse("GET / HTTP/1.1\r\nHost: a\r\n").unwrap().is_none());
+        let endless = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(MAX_HEAD));
+        assert!(matches!(parse(&endless), Err(Refused::HeadTooLarge)));
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
+        let err = parse(&format!("GET / HTTP/1.1\r\n{many}\r\n")).unwrap_err();
+        assert_eq!(err.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+
+    #[test]
+    fn body_framing() {
+        let head = parse("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n").unwrap().unwrap();
+        assert_eq!(head.body, Decoder::Length(5));
+        let head = parse("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n").unwrap().unwrap();
+        assert_eq!(head.body, Decoder::Length(5), "repeated equal lengths are one length");
+        let head = parse("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").unwrap().unwrap();
+        assert_eq!(head.body, Decoder::Chunked(Chunk::Size));
+        for refused in [
+            "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            let err = parse(refused).unwrap_err();
+            assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{refused:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn what_a_head_says_about_the_connection() {
+        let head = parse("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap().unwrap();
+        assert!(!head.keep_alive);
+        let head = parse("GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
+        assert!(!head.keep_alive, "HTTP/1.0 closes unless asked not to");
+        assert_eq!(head.request.version(), Version::HTTP_10);
+        let head = parse("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap().unwrap();
+        assert!(head.keep_alive);
+        let head =
+            parse("GET / HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n").unwrap().unwrap();
+        assert!(head.upgrade && head.keep_alive);
+        let head = parse("GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n").unwrap().unwrap();
+        assert!(!head.upgrade, "Upgrade without Connection: upgrade asks for nothing");
+        let head = parse("PUT / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 1\r\nTE: trailers\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(head.expect_continue && head.trailers);
+        let head = parse("GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n").unwrap().unwrap();
+        assert!(!head.expect_continue, "no body, nothing to wait for");
+    }
+
+    #[test]
+    fn malformed_heads_are_refused_with_their_status() {
+        for (raw, status) in [
+            ("GET / HTTP/2.0\r\n\r\n", StatusCode::HTTP_VERSION_NOT_SUPPORTED),
+            ("GET / HTTP/1.1\r\nX-Bad: a\0b\r\n\r\n", StatusCode::BAD_REQUEST),
+            ("GET / HTTP/1.1\r\nX-Bad: a\rb\r\n\r\n", StatusCode::BAD_REQUEST),
+            ("GET / HTTP/1.1\r\nX-Bad : v\r\n\r\n", StatusCode::BAD_REQUEST),
+            ("GET / HTTP/1.1\r\nX-Folded: a\r\n b\r\n\r\n", StatusCode::BAD_REQUEST),
+            ("GET /a b HTTP/1.1\r\n\r\n", StatusCode::BAD_REQUEST),
+            ("G(T / HTTP/1.1\r\n\r\n", StatusCode::BAD_REQUEST),
+        ] {
+            let err = parse(raw).unwrap_err();
+            assert_eq!(err.status(), status, "{raw:?}: {err}");
+        }
+    }
+}
