@@ -13,6 +13,7 @@ mod integration {
     mod forwarding;
     mod grpc;
     mod hostile;
+    mod http1;
     mod l4;
     mod lifecycle;
     mod listener_sets;

@@ -59,9 +59,9 @@ async fn oversized_headers_get_431_and_others_are_still_served() {
 }
 
 /// Request smuggling: a body framed both by Content-Length and Transfer-Encoding. The body,
-/// read by Content-Length, hides a second request; read as chunked it is empty. Whatever the
-/// proxy does with the first request, the hidden one must never be served, the connection must
-/// close after the response (RFC 9112 §6.1), and no backend may see both framings.
+/// read by Content-Length, hides a second request; read as chunked it is empty. Such a request
+/// is refused (400) and its connection closed (RFC 9112 §6.1): the hidden one is never served,
+/// and no backend sees either.
 const SMUGGLED: &str = "GET /admin/secret HTTP/1.1\r\nHost: example.com\r\n\r\n";
 
 fn smuggling_request() -> String {
@@ -76,18 +76,11 @@ fn smuggling_request() -> String {
 async fn content_length_with_transfer_encoding_cannot_smuggle_a_request() {
     let (_gw, proxy, public_seen, admin_seen) = setup().await;
     let reply = raw_exchange(proxy, smuggling_request().as_bytes()).await;
+    assert_eq!(reply.status(), Some(400), "{reply:?}");
     assert!(reply.closed, "the connection closes after such a request: {reply:?}");
-    assert!(reply.text.matches("HTTP/1.1 ").count() <= 1, "only one response: {reply:?}");
-    assert!(!reply.text.contains("\"backend\":\"admin\""), "{reply:?}");
+    assert_eq!(reply.text.matches("HTTP/1.1 ").count(), 1, "only one response: {reply:?}");
     assert!(admin_seen.lock().unwrap().is_empty(), "the smuggled request was served");
-    for r in public_seen.lock().unwrap().iter() {
-        let h = &r["headers"];
-        assert!(
-            h.get("content-length").is_none() || h.get("transfer-encoding").is_none(),
-            "the backend saw both framings: {r}"
-        );
-        assert_eq!(r["body"], "", "the body is read as chunked: {r}");
-    }
+    nothing_forwarded(&public_seen, "a request framed both ways");
     still_serving(proxy).await;
 }
 

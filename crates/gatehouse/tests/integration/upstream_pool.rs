@@ -590,3 +590,25 @@ async fn a_client_expecting_100_continue_gets_it_and_its_body_through() {
     let text = String::from_utf8_lossy(&seen);
     assert!(text.contains("HTTP/1.1 200"), "{text}");
 }
+
+/// A body of unknown length goes to an HTTP/1.1 client in chunks of our own, and to an
+/// HTTP/1.0 client (which has no chunks) up to the close of the connection.
+#[tokio::test]
+async fn an_answer_of_unknown_length_is_chunked_or_ends_with_the_connection() {
+    let (backend, _) = raw_backend(Mode::KeepAlive).await;
+    let (_gw, port) = gateway_for(backend).await;
+    let proxy = SocketAddr::from(([127, 0, 0, 1], port));
+
+    let reply = raw_exchange(proxy, b"GET /chunked HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n").await;
+    let (head, body) = reply.text.split_once("\r\n\r\n").unwrap();
+    assert!(head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("content-length"), "{head}");
+    assert_eq!(body, "2\r\nok\r\n3\r\n-ch\r\n0\r\n\r\n");
+
+    let reply = raw_exchange(proxy, b"GET /chunked HTTP/1.0\r\nHost: example.com\r\n\r\n").await;
+    assert!(reply.closed, "{reply:?}");
+    let (head, body) = reply.text.split_once("\r\n\r\n").unwrap();
+    let head = head.to_ascii_lowercase();
+    assert!(!head.contains("transfer-encoding") && !head.contains("content-length"), "{head}");
+    assert_eq!(body, "ok-ch");
+}
