@@ -162,6 +162,17 @@ impl ConnGuard {
         }
     }
 
+    /// The connection wrote something: while it waits for a head, the count starts again,
+    /// so that a client slowly reading the end of a response is not taken for an idle one
+    /// (and one that reads nothing is cut off).
+    pub fn wrote(&self) {
+        let wait = &self.signal.head_wait;
+        let seen = wait.load(Ordering::Relaxed);
+        if seen != 0 && seen < ENDED {
+            let _ = wait.compare_exchange(seen, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
     /// A request head has arrived. False if the connection waited too long and is being
     /// ended: the request must not go anywhere.
     pub fn head_arrived(&self) -> bool {
@@ -238,6 +249,15 @@ mod tests {
         assert_eq!(state(&http1), KILLED);
         // A head arriving once the end is decided is refused.
         assert!(!http1.head_arrived());
+        // Writing restarts the count of a connection waiting for a head.
+        let slow_reader = conns.guard();
+        slow_reader.watch_heads();
+        for _ in 0..HEAD_WAIT_SWEEPS * 2 {
+            conns.sweep();
+            slow_reader.wrote();
+        }
+        assert_eq!(state(&slow_reader), RUNNING);
+        assert!(slow_reader.head_arrived());
         // HTTP/2 connections are not counted, even when told they wait.
         http2.awaiting_head();
         for _ in 0..HEAD_WAIT_SWEEPS * 2 {

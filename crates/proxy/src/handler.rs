@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use crate::downstream::RequestBody;
+use crate::downstream::{OnUpgrade, RequestBody};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header, uri::PathAndQuery};
 use http_body::{Frame, SizeHint};
@@ -90,8 +90,8 @@ pub async fn handle(
     Ok(response.map(|body| Answer { body, waits_after }))
 }
 
-/// A response body that, once hyper is done with it, has its connection wait for the next
-/// request head (counted by the socket's sweep: see `drain.rs`).
+/// A response body that, once the server is done with it, has its connection wait for the
+/// next request head (counted by the socket's sweep: see `drain.rs`).
 pub struct Answer {
     body: Body,
     /// The connection that waits for its next request head once this body is done.
@@ -180,9 +180,8 @@ fn route(req: &mut Request<RequestBody>, bind: &BindConfig, conn: &Conn) -> Resu
 }
 
 /// The Host header, if any. A request naming its host twice is refused rather than guessed
-/// at (RFC 9112 §3.2). Ambiguous framing never gets this far: hyper lets Transfer-Encoding
-/// override Content-Length, drops the latter and closes the connection after the response
-/// (RFC 9112 §6.3), so no backend sees both.
+/// at (RFC 9112 §3.2). Ambiguous framing never gets this far: the server refuses it
+/// (`downstream/request.rs`).
 fn single_host(headers: &HeaderMap) -> Result<Option<HeaderValue>, Refusal> {
     let mut hosts = headers.get_all(header::HOST).iter();
     let host = hosts.next().cloned();
@@ -248,7 +247,9 @@ async fn run_rule(
     };
     // Hop-by-hop headers belong to the client's connection: they go before authorization and
     // filters run, so that nothing those set can be named away by the client's Connection.
-    let upgrade = forward::upgrade_of(req.headers());
+    // An upgrade the connection cannot make (HTTP/1.0, a request with a body) is not asked of
+    // the backend either.
+    let upgrade = forward::upgrade_of(req.headers()).filter(|_| req.extensions().get::<OnUpgrade>().is_some());
     forward::strip_hop_by_hop(req.headers_mut(), upgrade.as_ref());
     // The route's request timeout runs from the request's arrival, authorization included.
     let deadline = rule.timeouts.as_ref().and_then(|t| t.request_ms).map(|ms| started + Duration::from_millis(ms));

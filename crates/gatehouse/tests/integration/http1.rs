@@ -131,6 +131,7 @@ async fn a_body_nobody_reads_ends_the_connection_after_its_answer() {
         .unwrap();
     let reply = read_until_closed(&mut client, PATIENCE).await;
     assert_eq!(reply.status(), Some(404), "{reply:?}");
+    assert!(reply.text.to_ascii_lowercase().contains("\r\nconnection: close\r\n"), "the answer says so: {reply:?}");
     assert!(reply.closed, "what follows is not a request: the connection ends: {reply:?}");
 }
 
@@ -161,4 +162,23 @@ async fn a_head_sent_a_byte_at_a_time_is_served() {
     let (head, body) = read_response(&mut client, &mut Vec::new()).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(path_of(&body), "/public/slow");
+}
+
+/// An upgrade over HTTP/1.0, or with a request body, cannot be made on the client's
+/// connection, so the backend is not asked for one: it sees a plain request.
+#[tokio::test]
+async fn an_upgrade_the_connection_cannot_make_is_not_asked_of_the_backend() {
+    let port = free_port();
+    let backend = upgrade_echo_backend().await;
+    let config = format!("{CLASS}{}{}{}", http_gateway(port), service("ws", backend), route("ws", "/", "ws"));
+    let _gw = Gateway::start(&config).await;
+    let proxy = SocketAddr::from(([127, 0, 0, 1], port));
+    for raw in [
+        &b"GET / HTTP/1.0\r\nHost: example.com\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\nHost: example.com\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\nContent-Length: 2\r\n\r\nhi",
+    ] {
+        let reply = raw_exchange(proxy, raw).await;
+        assert_eq!(reply.status(), Some(400), "{:?}: {reply:?}", String::from_utf8_lossy(raw));
+        assert!(reply.text.ends_with("no upgrade"), "the backend saw no Upgrade: {reply:?}");
+    }
 }

@@ -30,6 +30,7 @@ use super::{
 };
 use crate::{
     BoxError, Shared,
+    drain::ConnGuard,
     handler::{self, Answer, Conn},
     lock,
     rewind::Rewind,
@@ -66,14 +67,31 @@ struct Wire {
     scanned: usize,
     /// Counts requests, so that a body reader kept past its request reads nothing more.
     request: u64,
+    /// The current request's body reader is still held by someone.
+    reading: bool,
     /// The body could not be read to its end: the connection can carry no more requests.
     broken: bool,
+}
+
+impl Wire {
+    /// Drops what has arrived of a body nobody reads.
+    fn skip_buffered_body(&mut self) {
+        while !self.broken && !self.body.is_done() {
+            match self.body.decode(&mut self.read) {
+                Ok(Decoded::Data(_) | Decoded::Trailers(_)) => {}
+                Ok(Decoded::End | Decoded::NeedMore) => break,
+                Err(_) => self.broken = true,
+            }
+        }
+    }
 }
 
 struct Link {
     wire: Mutex<Wire>,
     /// The connection's task, woken when the request body ends or is dropped.
     conn: AtomicWaker,
+    /// Its place in the socket's drain, told of every write (see [`ConnGuard::wrote`]).
+    guard: ConnGuard,
 }
 
 /// Serves HTTP/1.1 on `io`, of which `prefix` was read already.
@@ -94,9 +112,10 @@ pub async fn serve(
         continue_unflushed: false,
         scanned: 0,
         request: 0,
+        reading: false,
         broken: false,
     };
-    let link = Arc::new(Link { wire: Mutex::new(wire), conn: AtomicWaker::new() });
+    let link = Arc::new(Link { wire: Mutex::new(wire), conn: AtomicWaker::new(), guard: conn.guard.clone() });
     let mut out = BytesMut::with_capacity(8 * 1024);
     loop {
         let head = match std::future::poll_fn(|cx| link.poll_head(cx, &conn)).await {
@@ -130,7 +149,10 @@ pub async fn serve(
         // Each request runs to completion on the configuration current when it arrived.
         let config = state.load().config.clone();
         let Ok(response) = handler::handle(request, config, conn.clone(), shared.clone()).await;
-        exchange.keep_alive &= !conn.guard.is_draining();
+        // Draining, or a body its handler left unread: this is the last exchange, and the
+        // response says so.
+        let last = conn.guard.is_draining() || (has_body && link.body_abandoned());
+        exchange.keep_alive &= !last;
         let next = match link.respond(&mut out, response, &mut exchange).await {
             Ok(next) => next,
             Err(e) => {
@@ -140,11 +162,11 @@ pub async fn serve(
         };
         match next {
             Next::Request => {}
-            Next::Close => return link.close(false).await,
+            Next::Close => return link.close(has_body && link.body_unread()).await,
             Next::Switch => {
-                let (Some(switch), Ok(link)) = (exchange.switch, Arc::try_unwrap(link)) else { return };
-                let wire = link.wire.into_inner().unwrap_or_else(|e| e.into_inner());
-                let _ = switch.send(Rewind::new(wire.read.freeze(), wire.io));
+                if let Some(switch) = exchange.switch {
+                    let _ = switch.send(link.take_connection());
+                }
                 return;
             }
         }
@@ -209,6 +231,7 @@ impl Link {
         wire.body = body;
         wire.continue_left = if expect_continue { CONTINUE.len() } else { 0 };
         wire.request += 1;
+        wire.reading = true;
         BodyReader(Some((self.clone(), wire.request)))
     }
 
@@ -225,6 +248,7 @@ impl Link {
         if switching && exchange.switch.is_none() {
             // A switch the client did not ask for (or could not take): nothing to tunnel.
             status = StatusCode::BAD_GATEWAY;
+            exchange.keep_alive = false;
         }
         let none = HeaderMap::new();
         let headers = if status == parts.status { &parts.headers } else { &none };
@@ -254,8 +278,10 @@ impl Link {
             _ if status != parts.status => Ok(()),
             _ => self.send_body(out, &mut body, framing, exchange.trailers).await?,
         };
-        self.write_out(out).await?;
+        // Done with the body: from here the connection counts as waiting for its next head,
+        // and a client that does not read what is left is cut off like an idle one.
         drop(body);
+        self.write_out(out).await?;
         Ok(match (sent, connection) {
             (_, Connection::Upgrade) => Next::Switch,
             (Ok(()), Connection::KeepAlive { .. }) => Next::Request,
@@ -346,7 +372,9 @@ impl Link {
         Ok(Ok(()))
     }
 
-    /// Whether the client closed its side of the connection, or it failed. Looked at while
+    /// Whether the client closed its side of the connection, or it failed; a half-close
+    /// counts as gone, as in hyper's default (a client that sends and then shuts its side
+    /// down is rare, one that left is not). Looked at while
     /// the request body is not being read (its reader reads), and while what the client
     /// sent ahead (its next requests) is within a head's size. Not while waiting for the
     /// response head: that wait is the common case, and telling costs a read each time.
@@ -384,6 +412,7 @@ impl Link {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
                 bytes = &bytes[n..];
+                self.guard.wrote();
             }
             Pin::new(&mut wire.io).poll_flush(cx)
         })
@@ -393,29 +422,47 @@ impl Link {
     /// Waits for whoever reads the request body (a backend may answer before it has it
     /// all) to finish or drop it; true if it was read to its end, so that the next request
     /// can follow. A body nobody wanted is read on only as far as it is already here.
-    async fn body_finished(self: &Arc<Self>) -> bool {
+    async fn body_finished(&self) -> bool {
         std::future::poll_fn(|cx| {
             self.conn.register(cx.waker());
-            let done = lock(&self.wire).body.is_done();
-            if done || Arc::strong_count(self) == 1 { Poll::Ready(()) } else { Poll::Pending }
+            let wire = lock(&self.wire);
+            if wire.body.is_done() || !wire.reading { Poll::Ready(()) } else { Poll::Pending }
         })
         .await;
         let mut wire = lock(&self.wire);
-        let wire = &mut *wire;
-        while !wire.broken && !wire.body.is_done() {
-            match wire.body.decode(&mut wire.read) {
-                Ok(Decoded::Data(_) | Decoded::Trailers(_)) => {}
-                Ok(Decoded::End | Decoded::NeedMore) => break,
-                Err(_) => wire.broken = true,
-            }
-        }
+        wire.skip_buffered_body();
         !wire.broken && wire.body.is_done()
+    }
+
+    /// Whether nobody reads the request body any more and it has not all come.
+    fn body_abandoned(&self) -> bool {
+        let mut wire = lock(&self.wire);
+        if wire.reading {
+            return false;
+        }
+        wire.skip_buffered_body();
+        wire.broken || !wire.body.is_done()
+    }
+
+    /// Whether the current request's body was left unread (or could not be read).
+    fn body_unread(&self) -> bool {
+        let wire = lock(&self.wire);
+        wire.broken || !wire.body.is_done()
+    }
+
+    /// The connection and what was read past the 101's request, for the tunnel. A stale
+    /// body reader is left a transport that has ended.
+    fn take_connection(&self) -> Upgraded {
+        let mut wire = lock(&self.wire);
+        let io = std::mem::replace(&mut wire.io, Box::new(tokio::io::empty()));
+        Rewind::new(std::mem::take(&mut wire.read).freeze(), io)
     }
 
     /// Ends the connection. With input perhaps unread (`linger`), reads and drops some
     /// first, so that closing with it unread does not reset the response away.
     async fn close(&self, linger: bool) {
-        let _ = std::future::poll_fn(|cx| Pin::new(&mut lock(&self.wire).io).poll_shutdown(cx)).await;
+        let shutdown = std::future::poll_fn(|cx| Pin::new(&mut lock(&self.wire).io).poll_shutdown(cx));
+        let _ = tokio::time::timeout(LINGER_TIME, shutdown).await;
         if linger {
             let mut seen = 0;
             let drain = std::future::poll_fn(|cx| {
@@ -461,13 +508,16 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 pub struct BodyReader(Option<(Arc<Link>, u64)>);
 
 impl BodyReader {
+    /// Lets go of the connection, telling it (under the lock, so that its wait cannot
+    /// miss it) that nobody reads this body any more.
     fn finish(&mut self) {
-        if let Some((link, _)) = self.0.take() {
-            let waker = link.conn.take();
-            drop(link);
-            if let Some(waker) = waker {
-                waker.wake();
+        if let Some((link, request)) = self.0.take() {
+            let mut wire = lock(&link.wire);
+            if wire.request == request {
+                wire.reading = false;
             }
+            drop(wire);
+            link.conn.wake();
         }
     }
 }
@@ -500,7 +550,12 @@ impl Link {
         }
         loop {
             match wire.body.decode(&mut wire.read) {
-                Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(Decoded::Data(data)) => {
+                    if wire.body.is_done() {
+                        self.conn.wake();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
                 Ok(Decoded::Trailers(fields)) => return Poll::Ready(Some(Ok(Frame::trailers(fields)))),
                 Ok(Decoded::End) => return Poll::Ready(None),
                 Ok(Decoded::NeedMore) => {}

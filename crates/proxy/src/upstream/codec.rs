@@ -341,6 +341,10 @@ impl Decoder {
                         Ok(httparse::Status::Partial) if buf.len() < MAX_TRAILERS => return Ok(Decoded::NeedMore),
                         _ => return Err(Malformed::Trailers),
                     };
+                    // httparse takes bare LFs; where the body ends must not be read two ways.
+                    if buf[..len].iter().enumerate().any(|(i, &b)| b == b'\n' && (i == 0 || buf[i - 1] != b'\r')) {
+                        return Err(Malformed::Trailers);
+                    }
                     let mut trailers = HeaderMap::with_capacity(fields.len());
                     for f in fields {
                         let name = HeaderName::from_bytes(f.name.as_bytes()).map_err(|_| Malformed::Trailers)?;
@@ -572,6 +576,8 @@ mod tests {
             b"11111111111111111\r\n",
             b"5 5\r\n",
             b"5\r;x\r\nhello\r\n",
+            b"0\r\n\n",
+            b"0\r\nx: 1\n\r\n",
         ] {
             let mut d = Decoder::Chunked(Chunk::Size);
             assert!(decode_all(&mut d, raw).is_err(), "{:?} is refused", String::from_utf8_lossy(raw));
