@@ -129,7 +129,7 @@ pub async fn serve(
             }
         };
         let RequestHead { request, body, keep_alive, expect_continue, upgrade, trailers } = head;
-        let exchange = Exchange {
+        let mut exchange = Exchange {
             head: request.method() == Method::HEAD,
             http10: request.version() == Version::HTTP_10,
             trailers,
@@ -140,7 +140,6 @@ pub async fn serve(
         let has_body = !body.is_done();
         let body = if has_body { link.start_body(body, expect_continue) } else { BodyReader(None) };
         let mut request = request.map(|()| RequestBody::Http1(body));
-        let mut exchange = exchange;
         if upgrade {
             let (tx, rx) = oneshot::channel();
             request.extensions_mut().insert(OnUpgrade::new(rx));
