@@ -8,7 +8,7 @@ use std::mem::MaybeUninit;
 use bytes::BytesMut;
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version, header};
 
-use crate::upstream::codec::{Chunk, Decoder, parse_length};
+use crate::upstream::codec::{Chunk, Decoder, ends_chunked, merge_length};
 
 /// Larger request heads are refused (431), and so are heads with more header fields.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -104,18 +104,10 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHead>, Refused>
         let name = HeaderName::from_bytes(&bytes[n0..n1]).map_err(|_| Refused::Header)?;
         let raw = &bytes[v0..v1];
         if name == header::CONTENT_LENGTH {
-            for n in raw.split(|&b| b == b',') {
-                let n = parse_length(n.trim_ascii()).ok_or(Refused::ContentLength)?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(Refused::ContentLength);
-                }
-                length = Some(n);
-            }
+            merge_length(&mut length, raw).ok_or(Refused::ContentLength)?;
         } else if name == header::TRANSFER_ENCODING {
-            // Only a final `chunked` frames a request body (RFC 9112 §6.3).
             transfer_encoded = true;
-            chunked =
-                raw.rsplit(|&b| b == b',').next().is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            chunked = ends_chunked(raw);
         } else if name == header::CONNECTION {
             for token in raw.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 close |= token.eq_ignore_ascii_case(b"close");

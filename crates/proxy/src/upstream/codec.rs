@@ -186,18 +186,10 @@ pub fn parse_response(buf: &mut BytesMut, head: bool, upgrade: bool) -> Result<O
         let name = HeaderName::from_bytes(&bytes[n0 as usize..n1 as usize]).map_err(|_| Malformed::HeaderName)?;
         let raw = &bytes[v0 as usize..v1 as usize];
         if name == header::CONTENT_LENGTH {
-            for n in raw.split(|&b| b == b',') {
-                let n = parse_length(n.trim_ascii()).ok_or(Malformed::ContentLength)?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(Malformed::ContentLength);
-                }
-                length = Some(n);
-            }
+            merge_length(&mut length, raw).ok_or(Malformed::ContentLength)?;
         } else if name == header::TRANSFER_ENCODING {
-            // Only a final `chunked` frames the body (RFC 9112 §6.3).
             transfer_encoded = true;
-            chunked =
-                raw.rsplit(|&b| b == b',').next().is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            chunked = ends_chunked(raw);
         } else if name == header::CONNECTION {
             for token in raw.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {
@@ -249,6 +241,25 @@ pub fn parse_response(buf: &mut BytesMut, head: bool, upgrade: bool) -> Result<O
         || (transfer_encoded && length.is_some())
         || status == StatusCode::SWITCHING_PROTOCOLS;
     Ok(Some(ResponseHead { status, headers, body, keep_alive: !ends }))
+}
+
+/// Adds a Content-Length field (a value, or a list of them) to the length seen so far;
+/// None if it is not a length or differs from one seen.
+pub(crate) fn merge_length(length: &mut Option<u64>, raw: &[u8]) -> Option<()> {
+    for n in raw.split(|&b| b == b',') {
+        let n = parse_length(n.trim_ascii())?;
+        if length.is_some_and(|l| l != n) {
+            return None;
+        }
+        *length = Some(n);
+    }
+    Some(())
+}
+
+/// Whether a Transfer-Encoding ends in `chunked`: only then does it frame the body (RFC
+/// 9112 §6.3).
+pub(crate) fn ends_chunked(raw: &[u8]) -> bool {
+    raw.rsplit(|&b| b == b',').next().is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
 
 /// Decimal digits only: no sign, no spaces inside.
