@@ -340,3 +340,25 @@ async fn an_idle_keep_alive_connection_is_closed_but_slow_answers_and_tunnels_ar
     assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"), "the request was answered first");
     assert!(after >= Duration::from_secs(5) && after < Duration::from_secs(15), "closed after {after:?}");
 }
+
+/// A client that asks for a large response and takes none of it is cut off once it has
+/// taken nothing for 30 s, so that it holds neither its connection nor the backend's.
+#[tokio::test]
+async fn a_client_that_never_reads_is_cut_off() {
+    const SIZE: usize = 64 << 20;
+    let big = http_server(|_req: hyper::Request<hyper::body::Incoming>| async {
+        hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(vec![b'x'; SIZE])))
+    })
+    .await;
+    let port = free_port();
+    let config = format!("{CLASS}{}{}{}", http_gateway(port), service("big", big), route("big", "/", "big"));
+    let _gw = Gateway::start(&config).await;
+    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    client.write_all(b"GET /big HTTP/1.1\r\nHost: example.com\r\n\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(36)).await;
+    // Whatever the socket buffers held comes, then the end: the rest was never sent.
+    let reply = read_until_closed(&mut client, PATIENCE).await;
+    assert!(reply.text.starts_with("HTTP/1.1 200"), "{:?}", reply.text.get(..100));
+    assert!(reply.closed, "a client that took nothing for 36 s is still served");
+    assert!(reply.text.len() < SIZE, "the whole response was sent");
+}

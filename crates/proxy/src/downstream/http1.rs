@@ -51,6 +51,9 @@ const GATHER_LIMIT: usize = 64 * 1024;
 /// long, so that the client sees the response rather than a reset (RFC 9112 §9.6).
 const LINGER_BYTES: usize = 256 * 1024;
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+/// A client that takes in nothing of a response for this long is cut off (nginx's
+/// `send_timeout` is 60 s).
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The connection's transport and what has been read from it, shared by the connection
 /// and the current request's body.
@@ -402,18 +405,33 @@ impl Link {
         Ok(())
     }
 
+    /// Writes `bytes` and flushes. A client that takes nothing for [`SEND_TIMEOUT`] is cut
+    /// off; the timer exists only while a write waits.
     async fn write_all(&self, mut bytes: &[u8]) -> io::Result<()> {
+        let mut stalled: Option<Pin<Box<tokio::time::Sleep>>> = None;
         std::future::poll_fn(|cx| {
             let mut wire = lock(&self.wire);
-            while !bytes.is_empty() {
-                let n = ready!(Pin::new(&mut wire.io).poll_write(cx, bytes))?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            let written = loop {
+                if bytes.is_empty() {
+                    break Pin::new(&mut wire.io).poll_flush(cx);
                 }
-                bytes = &bytes[n..];
-                self.guard.wrote();
+                match Pin::new(&mut wire.io).poll_write(cx, bytes) {
+                    Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => {
+                        bytes = &bytes[n..];
+                        stalled = None;
+                        self.guard.wrote();
+                    }
+                    other => break other.map_ok(|_| ()),
+                }
+            };
+            if written.is_pending() {
+                let timer = stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(SEND_TIMEOUT)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+                }
             }
-            Pin::new(&mut wire.io).poll_flush(cx)
+            written
         })
         .await
     }
