@@ -162,10 +162,11 @@ impl ConnGuard {
         }
     }
 
-    /// The connection wrote something: while it waits for a head, the count starts again,
-    /// so that a client slowly reading the end of a response is not taken for an idle one
-    /// (and one that reads nothing is cut off).
-    pub fn wrote(&self) {
+    /// The connection moved bytes (wrote a response, read a request body): while it waits
+    /// for a head, the count starts again, so that a client slowly reading the end of a
+    /// response, or still sending a body a backend answered early, is not taken for an idle
+    /// one (and one that does neither is cut off).
+    pub fn progressed(&self) {
         let wait = &self.signal.head_wait;
         let seen = wait.load(Ordering::Relaxed);
         if seen != 0 && seen < ENDED {
@@ -254,7 +255,7 @@ mod tests {
         slow_reader.watch_heads();
         for _ in 0..HEAD_WAIT_SWEEPS * 2 {
             conns.sweep();
-            slow_reader.wrote();
+            slow_reader.progressed();
         }
         assert_eq!(state(&slow_reader), RUNNING);
         assert!(slow_reader.head_arrived());

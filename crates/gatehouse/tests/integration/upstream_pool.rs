@@ -36,6 +36,8 @@ struct Counts {
     accepted: AtomicUsize,
     closed_by_peer: AtomicUsize,
     vanished: AtomicUsize,
+    /// Request bodies of `/early` read whole after the answer.
+    early_bodies: AtomicUsize,
 }
 
 /// An HTTP/1.1 backend written by hand, so that the tests see its connections. It answers by
@@ -90,6 +92,7 @@ async fn serve_raw(mut stream: TcpStream, mode: Mode, counts: Arc<Counts>) {
             if !read_body(&mut stream, &mut buf, length).await {
                 return;
             }
+            counts.early_bodies.fetch_add(1, Ordering::SeqCst);
             continue;
         }
         if !read_body(&mut stream, &mut buf, length).await {
@@ -254,6 +257,42 @@ async fn a_backend_answering_before_reading_the_body_leaves_both_sides_usable() 
     seen.clear();
     read_until(&mut rd, &mut seen, "\r\n\r\nok").await;
     assert!(seen.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&seen));
+}
+
+/// The same with `Connection: close`: the client's connection ends only once the body has
+/// gone on to the backend whole.
+#[tokio::test]
+async fn a_last_request_answered_before_its_body_still_sends_the_body_whole() {
+    let (backend, counts) = raw_backend(Mode::KeepAlive).await;
+    let (_gw, port) = gateway_for(backend).await;
+    let client = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (mut rd, mut wr) = client.into_split();
+    let body = vec![b'x'; 512 * 1024];
+    let head = format!(
+        "POST /early HTTP/1.1\r\nhost: example.com\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    wr.write_all(head.as_bytes()).await.unwrap();
+    // Paced, so that the body is still coming in when the answer is out.
+    let writer = tokio::spawn(async move {
+        for piece in body.chunks(32 * 1024) {
+            wr.write_all(piece).await?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let mut seen = Vec::new();
+    read_until(&mut rd, &mut seen, "\r\n\r\n").await;
+    assert!(seen.starts_with(b"HTTP/1.1 413"), "{}", String::from_utf8_lossy(&seen));
+    tokio::time::timeout(PATIENCE, writer).await.expect("the body was taken in full").unwrap().unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while counts.early_bodies.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the backend never got the whole body");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut rest = [0u8; 64];
+    let end = tokio::time::timeout(PATIENCE, rd.read(&mut rest)).await.expect("the connection ends");
+    assert!(matches!(end, Ok(0) | Err(_)), "nothing more is answered");
 }
 
 #[tokio::test]

@@ -93,7 +93,8 @@ struct Link {
     wire: Mutex<Wire>,
     /// The connection's task, woken when the request body ends or is dropped.
     conn: AtomicWaker,
-    /// Its place in the socket's drain, told of every write (see [`ConnGuard::wrote`]).
+    /// Its place in the socket's drain, told of every write and body read (see
+    /// [`ConnGuard::progressed`]).
     guard: ConnGuard,
 }
 
@@ -164,7 +165,11 @@ pub async fn serve(
         };
         match next {
             Next::Request => {}
-            Next::Close => return link.close(has_body && link.body_unread()).await,
+            Next::Close => {
+                // Whoever still sends the body on (a backend answered early) finishes first.
+                let finished = !has_body || link.body_finished().await;
+                return link.close(!finished).await;
+            }
             Next::Switch => {
                 if let Some(switch) = exchange.switch {
                     let _ = switch.send(link.take_connection());
@@ -406,7 +411,8 @@ impl Link {
     }
 
     /// Writes `bytes` and flushes. A client that takes nothing for [`SEND_TIMEOUT`] is cut
-    /// off; the timer exists only while a write waits.
+    /// off; the timer exists only while a write waits. A flush shows no progress, so TLS's
+    /// last buffer (up to 64 KiB) must go within the timeout too.
     async fn write_all(&self, mut bytes: &[u8]) -> io::Result<()> {
         let mut stalled: Option<Pin<Box<tokio::time::Sleep>>> = None;
         std::future::poll_fn(|cx| {
@@ -420,7 +426,7 @@ impl Link {
                     Poll::Ready(Ok(n)) => {
                         bytes = &bytes[n..];
                         stalled = None;
-                        self.guard.wrote();
+                        self.guard.progressed();
                     }
                     other => break other.map_ok(|_| ()),
                 }
@@ -458,12 +464,6 @@ impl Link {
             return false;
         }
         wire.skip_buffered_body();
-        wire.broken || !wire.body.is_done()
-    }
-
-    /// Whether the current request's body was left unread (or could not be read).
-    fn body_unread(&self) -> bool {
-        let wire = lock(&self.wire);
         wire.broken || !wire.body.is_done()
     }
 
@@ -540,6 +540,14 @@ impl BodyReader {
 }
 
 impl Link {
+    /// Hands over a frame; the connection, perhaps waiting for the body's end, hears of it.
+    fn deliver(&self, wire: &Wire, frame: Frame<Bytes>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if wire.body.is_done() {
+            self.conn.wake();
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
     fn poll_body(&self, request: u64, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut wire = lock(&self.wire);
         let wire = &mut *wire;
@@ -567,13 +575,8 @@ impl Link {
         }
         loop {
             match wire.body.decode(&mut wire.read) {
-                Ok(Decoded::Data(data)) => {
-                    if wire.body.is_done() {
-                        self.conn.wake();
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Ok(Decoded::Trailers(fields)) => return Poll::Ready(Some(Ok(Frame::trailers(fields)))),
+                Ok(Decoded::Data(data)) => return self.deliver(wire, Frame::data(data)),
+                Ok(Decoded::Trailers(fields)) => return self.deliver(wire, Frame::trailers(fields)),
                 Ok(Decoded::End) => return Poll::Ready(None),
                 Ok(Decoded::NeedMore) => {}
                 Err(e) => {
@@ -589,7 +592,8 @@ impl Link {
                     wire.broken = true;
                     return Poll::Ready(Some(Err("the client closed the connection before the body ended".into())));
                 }
-                Ok(_) => {}
+                // A body still coming in after its response is activity, not an idle wait.
+                Ok(_) => self.guard.progressed(),
                 Err(e) => {
                     wire.broken = true;
                     return Poll::Ready(Some(Err(e.into())));
