@@ -10,7 +10,7 @@ use std::{
 
 use crate::downstream::{OnUpgrade, RequestBody};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header, header::Entry};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, channel::Sender};
 use tokio::time::Instant;
@@ -373,18 +373,23 @@ const HTTPS: HeaderValue = HeaderValue::from_static("https");
 /// set before filters ran, hop-by-hop headers removed). The Host header passes unchanged
 /// unless URLRewrite replaced it.
 fn forwarding_headers(headers: &mut HeaderMap, conn: &Conn) {
-    let value = match headers.get(X_FORWARDED_FOR) {
-        Some(existing) => {
-            let mut joined = Vec::with_capacity(existing.len() + 2 + conn.peer_ip.len());
-            joined.extend_from_slice(existing.as_bytes());
-            joined.extend_from_slice(b", ");
+    // One lookup, whether the client sent the header or not.
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Occupied(mut existing) => {
+            // Fields sent more than once are one list (RFC 9110 §5.3); ours goes last.
+            let mut joined = Vec::with_capacity(existing.get().len() + 2 + conn.peer_ip.len());
+            for value in existing.iter() {
+                joined.extend_from_slice(value.as_bytes());
+                joined.extend_from_slice(b", ");
+            }
             joined.extend_from_slice(conn.peer_ip.as_bytes());
-            HeaderValue::from_bytes(&joined).ok()
+            if let Ok(v) = HeaderValue::from_bytes(&joined) {
+                existing.insert(v);
+            }
         }
-        None => Some(conn.peer_ip.clone()),
-    };
-    if let Some(v) = value {
-        headers.insert(X_FORWARDED_FOR, v);
+        Entry::Vacant(absent) => {
+            absent.insert(conn.peer_ip.clone());
+        }
     }
     headers.insert(X_FORWARDED_PROTO, if conn.tls { HTTPS } else { HTTP });
 }

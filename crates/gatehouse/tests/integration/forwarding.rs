@@ -34,6 +34,17 @@ async fn the_backend_gets_forwarding_headers_and_the_host_unchanged() {
     let (_, _, body) = request(req).await.unwrap();
     let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(seen["headers"]["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+
+    // Sent twice, it is one list: every hop is kept, in order.
+    let req = hyper::Request::get(format!("http://127.0.0.1:{port}/x"))
+        .header("host", "example.com")
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("x-forwarded-for", "198.51.100.2")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (_, _, body) = request(req).await.unwrap();
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["headers"]["x-forwarded-for"], "203.0.113.7, 198.51.100.2, 127.0.0.1");
 }
 
 #[tokio::test]
