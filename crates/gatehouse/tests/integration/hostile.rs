@@ -235,6 +235,24 @@ async fn a_request_with_two_host_headers_is_refused() {
     nothing_forwarded(&internal_seen, "a request with two Host headers");
 }
 
+/// What follows a malformed request on its connection is not read as a request: the 400
+/// closes the connection, and a request pipelined behind it goes nowhere.
+#[tokio::test]
+async fn a_request_refused_as_malformed_ends_its_connection() {
+    let (_gw, proxy, public_seen, internal_seen) = by_host().await;
+    let reply = raw_exchange(
+        proxy,
+        b"GET /x HTTP/1.1\r\nHost: public.example\r\nHost: internal.example\r\n\r\n\
+          GET /x HTTP/1.1\r\nHost: public.example\r\n\r\n",
+    )
+    .await;
+    assert_eq!(reply.status(), Some(400), "{reply:?}");
+    assert!(reply.closed, "{reply:?}");
+    assert_eq!(reply.text.matches("HTTP/1.1 ").count(), 1, "one answer only: {reply:?}");
+    nothing_forwarded(&public_seen, "a request behind a malformed one");
+    nothing_forwarded(&internal_seen, "a request behind a malformed one");
+}
+
 /// RFC 9112 §3.2: an HTTP/1.1 request without Host is answered 400.
 #[tokio::test]
 async fn an_http11_request_without_host_is_refused() {

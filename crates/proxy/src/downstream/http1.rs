@@ -280,7 +280,7 @@ impl Link {
             }
             wire.continue_left = 0;
         }
-        encode_response(out, status, headers, framing, connection);
+        let connection = encode_response(out, status, headers, framing, connection);
         let sent = match framing {
             Framing::NoBody(_) => Ok(()),
             _ if status != parts.status => Ok(()),

@@ -57,14 +57,16 @@ pub enum Connection {
 }
 
 /// Appends the head of a response. Framing and connection fields are ours to set (the
-/// response's own are replaced), and a Date is added when the response has none.
+/// response's own are replaced), and a Date is added when the response has none. A
+/// response of ours may ask for the connection to close (`Connection: close`, after a
+/// malformed request): the connection it was written with is returned.
 pub fn encode_response(
     buf: &mut BytesMut,
     status: StatusCode,
     headers: &HeaderMap,
     framing: Framing,
-    connection: Connection,
-) {
+    mut connection: Connection,
+) -> Connection {
     buf.reserve(128 + headers.len() * 48);
     buf.put_slice(b"HTTP/1.1 ");
     buf.put_slice(status.as_str().as_bytes());
@@ -73,10 +75,13 @@ pub fn encode_response(
     buf.put_slice(b"\r\n");
     let mut dated = false;
     for (name, value) in headers {
-        if name == header::CONTENT_LENGTH
-            || name == header::TRANSFER_ENCODING
-            || (name == header::CONNECTION && connection != Connection::Upgrade)
-        {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        if name == header::CONNECTION && connection != Connection::Upgrade {
+            if value.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close")) {
+                connection = Connection::Close;
+            }
             continue;
         }
         dated |= name == header::DATE;
@@ -100,6 +105,7 @@ pub fn encode_response(
         Connection::KeepAlive { http10: false } | Connection::Upgrade => {}
     }
     buf.put_slice(b"\r\n");
+    connection
 }
 
 /// The head of a response that refuses a request and ends the connection.
@@ -160,6 +166,16 @@ mod tests {
             Connection::KeepAlive { http10: true },
         );
         assert_eq!(head, "HTTP/1.1 200 OK\r\ndate: d\r\nconnection: keep-alive\r\n\r\n", "one Connection, ours");
+        let head = encode(
+            400,
+            &[("connection", "close"), ("date", "d")],
+            Framing::Length(0),
+            Connection::KeepAlive { http10: false },
+        );
+        assert_eq!(
+            head, "HTTP/1.1 400 Bad Request\r\ndate: d\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            "ours may close"
+        );
         let head = encode(
             101,
             &[("connection", "upgrade"), ("upgrade", "websocket"), ("date", "d")],
