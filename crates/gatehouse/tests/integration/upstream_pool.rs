@@ -42,7 +42,8 @@ struct Counts {
 
 /// An HTTP/1.1 backend written by hand, so that the tests see its connections. It answers by
 /// path: `/chunked` with a chunked body, `/empty` with 204, `/early` with 413 before reading
-/// the request body (it reads it afterwards, slowly), `/stall` with one chunk and then
+/// the request body (it reads it afterwards, slowly), `/hold` with nothing until the gateway
+/// closes the connection, `/stall` with one chunk and then
 /// nothing for a long time, `/continue` with a 100 before its 200, `/conflicting` with two
 /// Content-Lengths, `/both` framed by Content-Length and chunked at once; `/vanish` closes
 /// the connection without an answer once it has read the request; anything else with `ok`
@@ -96,6 +97,13 @@ async fn serve_raw(mut stream: TcpStream, mode: Mode, counts: Arc<Counts>) {
             continue;
         }
         if !read_body(&mut stream, &mut buf, length).await {
+            return;
+        }
+        if path == "/hold" {
+            let mut sink = [0u8; 64];
+            if let Ok(Ok(0)) = tokio::time::timeout(PATIENCE, stream.read(&mut sink)).await {
+                counts.closed_by_peer.fetch_add(1, Ordering::SeqCst);
+            }
             return;
         }
         if path == "/vanish" {
@@ -189,6 +197,27 @@ async fn one_backend_connection_carries_sequential_requests_of_every_framing() {
         assert_eq!((posted.0, posted.2.as_str()), (200, "ok"));
     }
     assert_eq!(counts.accepted.load(Ordering::SeqCst), 1, "15 sequential requests, one backend connection");
+}
+
+/// A client that hangs up while the backend has not answered yet ends the exchange: the
+/// backend's connection is closed rather than left waiting for an answer nobody will read.
+#[tokio::test]
+async fn a_client_leaving_before_its_answer_ends_the_backend_exchange() {
+    let (backend, counts) = raw_backend(Mode::KeepAlive).await;
+    let (_gw, port) = gateway_for(backend).await;
+    let mut client = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    client.write_all(b"GET /hold HTTP/1.1\r\nhost: example.com\r\n\r\n").await.unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while counts.accepted.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the request never reached the backend");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(client);
+    // The backend waits as long as this test does: only the gateway can end it first.
+    while counts.closed_by_peer.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the backend was left waiting");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

@@ -152,7 +152,18 @@ pub async fn serve(
         }
         // Each request runs to completion on the configuration current when it arrived.
         let config = state.load().config.clone();
-        let Ok(response) = handler::handle(request, config, conn.clone(), shared.clone()).await;
+        let mut handling = std::pin::pin!(handler::handle(request, config, conn.clone(), shared.clone()));
+        // A client that hangs up meanwhile ends the exchange, and with it the backend's.
+        let handled = std::future::poll_fn(|cx| match handling.as_mut().poll(cx) {
+            Poll::Ready(Ok(response)) => Poll::Ready(Some(response)),
+            Poll::Pending if link.poll_client_gone(cx) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        })
+        .await;
+        let Some(response) = handled else {
+            tracing::debug!(peer = ?conn.peer_ip, "the client left before its response");
+            return;
+        };
         // Draining, or a body its handler left unread: this is the last exchange, and the
         // response says so.
         let last = conn.guard.is_draining() || (has_body && link.body_abandoned());
@@ -384,8 +395,8 @@ impl Link {
     /// counts as gone, as in hyper's default (a client that sends and then shuts its side
     /// down is rare, one that left is not). Looked at while
     /// the request body is not being read (its reader reads), and while what the client
-    /// sent ahead (its next requests) is within a head's size. Not while waiting for the
-    /// response head: that wait is the common case, and telling costs a read each time.
+    /// sent ahead (its next requests) is within a head's size. It costs no syscall when
+    /// nothing came: a read short of the buffer leaves tokio knowing the socket is drained.
     fn poll_client_gone(&self, cx: &mut Context<'_>) -> bool {
         let mut wire = lock(&self.wire);
         let wire = &mut *wire;

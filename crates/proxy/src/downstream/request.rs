@@ -27,6 +27,8 @@ pub enum Refused {
     Head(httparse::Error),
     #[error("invalid request target")]
     Target,
+    #[error("CONNECT tunnels are not served")]
+    Connect,
     #[error("invalid header field")]
     Header,
     #[error("invalid or conflicting Content-Length")]
@@ -40,6 +42,7 @@ impl Refused {
         match self {
             Refused::HeadTooLarge | Refused::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Refused::Version => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            Refused::Connect => StatusCode::NOT_IMPLEMENTED,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -75,6 +78,11 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHead>, Refused>
     };
     let method = Method::from_bytes(parsed.method.unwrap_or_default().as_bytes())
         .map_err(|_| Refused::Head(httparse::Error::Token))?;
+    if method == Method::CONNECT {
+        // A tunnel to anywhere is not a gateway's to open; the body after the head would
+        // be read as requests.
+        return Err(Refused::Connect);
+    }
     let http10 = parsed.version == Some(0);
     // Where the target and each field lie, so that they can share the buffer once split off.
     // In u32s: a larger array would cost more to zero than the parse (memset past 2 KiB).
@@ -244,6 +252,7 @@ mod tests {
             ("GET / HTTP/1.1\r\nX-Folded: a\r\n b\r\n\r\n", StatusCode::BAD_REQUEST),
             ("GET /a b HTTP/1.1\r\n\r\n", StatusCode::BAD_REQUEST),
             ("G(T / HTTP/1.1\r\n\r\n", StatusCode::BAD_REQUEST),
+            ("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", StatusCode::NOT_IMPLEMENTED),
         ] {
             let err = parse(raw).unwrap_err();
             assert_eq!(err.status(), status, "{raw:?}: {err}");

@@ -111,8 +111,24 @@ pub fn chunk_size_line(len: usize) -> Bytes {
     Bytes::from(format!("{len:x}\r\n"))
 }
 
-/// The last chunk, with `trailers` (an empty map for none), ending a chunked body. Fields
-/// that frame or route a message are not the client's to send as trailers.
+/// Fields a trailer section must not carry: they frame, route, authenticate or describe
+/// the message, and a recipient acting on them after the body would be misled (RFC 9110
+/// §6.5.1), nor hop-by-hop ones.
+static NOT_TRAILERS: [HeaderName; 11] = [
+    header::AUTHORIZATION,
+    header::CACHE_CONTROL,
+    header::CONTENT_ENCODING,
+    header::CONTENT_LENGTH,
+    header::CONTENT_RANGE,
+    header::CONTENT_TYPE,
+    header::HOST,
+    header::MAX_FORWARDS,
+    header::SET_COOKIE,
+    header::TRAILER,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// The last chunk, with `trailers` (an empty map for none), ending a chunked body.
 pub fn last_chunk(trailers: &HeaderMap) -> Bytes {
     if trailers.is_empty() {
         return Bytes::from_static(b"0\r\n\r\n");
@@ -120,7 +136,7 @@ pub fn last_chunk(trailers: &HeaderMap) -> Bytes {
     let mut buf = BytesMut::with_capacity(64);
     buf.put_slice(b"0\r\n");
     for (name, value) in trailers {
-        if name != header::CONTENT_LENGTH && name != header::HOST && hop_by_hop(name).is_none() {
+        if !NOT_TRAILERS.contains(name) && hop_by_hop(name).is_none() {
             put_field(&mut buf, name.as_str().as_bytes(), value.as_bytes());
         }
     }
@@ -463,6 +479,9 @@ mod tests {
     fn request_trailers_cannot_frame_or_route() {
         let mut trailers = HeaderMap::new();
         trailers.insert("x-checksum", HeaderValue::from_static("abc"));
+        trailers.insert(header::SET_COOKIE, HeaderValue::from_static("a=b"));
+        trailers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+        trailers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer x"));
         trailers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
         trailers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         trailers.insert(header::HOST, HeaderValue::from_static("elsewhere"));
