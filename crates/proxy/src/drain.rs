@@ -188,7 +188,7 @@ impl ConnGuard {
 
     /// Whether the socket drains: the connection takes no new request. The task is woken
     /// when that changes.
-    pub fn draining(&self, cx: &mut Context<'_>) -> bool {
+    pub fn poll_draining(&self, cx: &mut Context<'_>) -> bool {
         self.poll_state(cx) != RUNNING
     }
 
@@ -201,8 +201,8 @@ impl ConnGuard {
         std::future::poll_fn(|cx| if self.poll_state(cx) == KILLED { Poll::Ready(()) } else { Poll::Pending }).await
     }
 
-    /// Serves a hyper connection: `shutdown` is called on it once the drain begins, and it
-    /// is dropped if still open when killed.
+    /// Serves a connection: `shutdown` is called on it once the drain begins (HTTP/1.1's
+    /// loop looks at the drain itself), and it is dropped if still open when killed.
     pub async fn serve<C: Future>(&self, conn: C, shutdown: impl Fn(Pin<&mut C>)) {
         let mut conn = pin!(conn);
         let mut shutting_down = false;

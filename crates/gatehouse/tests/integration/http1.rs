@@ -182,3 +182,24 @@ async fn an_upgrade_the_connection_cannot_make_is_not_asked_of_the_backend() {
         assert!(reply.text.ends_with("no upgrade"), "the backend saw no Upgrade: {reply:?}");
     }
 }
+
+/// A client that pipelines its requests and then shuts its side has what it sent answered:
+/// only a client that leaves with nothing outstanding is taken for gone.
+#[tokio::test]
+async fn requests_sent_ahead_of_a_half_close_are_answered() {
+    let (_gw, proxy, _) = setup().await;
+    let mut client = TcpStream::connect(proxy).await.unwrap();
+    client
+        .write_all(
+            b"GET /public/1 HTTP/1.1\r\nHost: example.com\r\n\r\nGET /public/2 HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    client.shutdown().await.unwrap();
+    let reply = read_until_closed(&mut client, PATIENCE).await;
+    assert!(reply.closed, "{reply:?}");
+    assert!(
+        reply.text.starts_with("HTTP/1.1 200") && reply.text.contains("/public/1"),
+        "the first is answered: {reply:?}"
+    );
+}

@@ -5,7 +5,7 @@
 //! Our own rather than hyper's server: a proxy's exchange is simple enough to write as one
 //! loop, whose framing rules are ours to make strict, and which costs less than hyper's
 //! dispatcher with its channels and copies of the request future (a proxied request takes
-//! 6% fewer instructions: `bench/load/README.md`).
+//! about 5% fewer instructions: `bench/load/README.md`).
 
 use std::{
     io,
@@ -154,13 +154,12 @@ pub async fn serve(
         let config = state.load().config.clone();
         let mut handling = std::pin::pin!(handler::handle(request, config, conn.clone(), shared.clone()));
         // A client that hangs up meanwhile ends the exchange, and with it the backend's.
-        let handled = std::future::poll_fn(|cx| match handling.as_mut().poll(cx) {
-            Poll::Ready(Ok(response)) => Poll::Ready(Some(response)),
-            Poll::Pending if link.poll_client_gone(cx) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+        let handled = std::future::poll_fn(|cx| {
+            let polled = handling.as_mut().poll(cx);
+            link.unless_gone(cx, polled)
         })
         .await;
-        let Some(response) = handled else {
+        let Some(Ok(response)) = handled else {
             tracing::debug!(peer = ?conn.peer_ip, "the client left before its response");
             return;
         };
@@ -230,7 +229,7 @@ impl Link {
                     wire.scanned = 0;
                     return Poll::Ready(Ok(Some(head)));
                 }
-            } else if wire.read.is_empty() && conn.guard.draining(cx) {
+            } else if wire.read.is_empty() && conn.guard.poll_draining(cx) {
                 return Poll::Ready(Ok(None));
             }
             wire.scanned = wire.read.len();
@@ -329,14 +328,12 @@ impl Link {
                     self.write_out(out).await?;
                     // Meanwhile, a client that hangs up ends the exchange (and so the
                     // backend's), rather than a response that may never end.
-                    std::future::poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
-                        Poll::Ready(frame) => Poll::Ready(Ok(frame)),
-                        Poll::Pending if self.poll_client_gone(cx) => {
-                            Poll::Ready(Err(io::Error::from(io::ErrorKind::ConnectionAborted)))
-                        }
-                        Poll::Pending => Poll::Pending,
+                    std::future::poll_fn(|cx| {
+                        let polled = Pin::new(&mut *body).poll_frame(cx);
+                        self.unless_gone(cx, polled)
                     })
-                    .await?
+                    .await
+                    .ok_or(io::ErrorKind::ConnectionAborted)?
                 }
             };
             let frame = match frame {
@@ -391,26 +388,36 @@ impl Link {
         Ok(Ok(()))
     }
 
+    /// `polled`, unless it is still pending and the client has left meanwhile (None).
+    fn unless_gone<T>(&self, cx: &mut Context<'_>, polled: Poll<T>) -> Poll<Option<T>> {
+        match polled {
+            Poll::Ready(done) => Poll::Ready(Some(done)),
+            Poll::Pending if self.poll_client_gone(cx) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
     /// Whether the client closed its side of the connection, or it failed; a half-close
-    /// counts as gone, as in hyper's default (a client that sends and then shuts its side
-    /// down is rare, one that left is not). Looked at while
-    /// the request body is not being read (its reader reads), and while what the client
-    /// sent ahead (its next requests) is within a head's size. It costs no syscall when
-    /// nothing came: a read short of the buffer leaves tokio knowing the socket is drained.
+    /// counts as gone, as in hyper's and nginx's defaults. Looked at only once the request
+    /// body has all arrived (before, its reader reads; the connection is woken when it
+    /// has), and only while nothing the client sent ahead is buffered: a client that
+    /// pipelines and then half-closes has its buffered requests answered. When nothing
+    /// came it costs no syscall on TCP: a read short of the buffer leaves tokio knowing the
+    /// socket is drained.
     fn poll_client_gone(&self, cx: &mut Context<'_>) -> bool {
         let mut wire = lock(&self.wire);
         let wire = &mut *wire;
-        while wire.body.is_done() && wire.read.len() < super::request::MAX_HEAD {
-            if wire.read.capacity() - wire.read.len() < 1024 {
-                wire.read.reserve(8 * 1024);
-            }
-            match tokio_util::io::poll_read_buf(Pin::new(&mut wire.io), cx, &mut wire.read) {
-                Poll::Ready(Ok(0) | Err(_)) => return true,
-                Poll::Ready(Ok(_)) => {}
-                Poll::Pending => return false,
-            }
+        if !wire.body.is_done() {
+            self.conn.register(cx.waker());
+            return false;
         }
-        false
+        if !wire.read.is_empty() {
+            return false;
+        }
+        if wire.read.capacity() < 1024 {
+            wire.read.reserve(8 * 1024);
+        }
+        matches!(tokio_util::io::poll_read_buf(Pin::new(&mut wire.io), cx, &mut wire.read), Poll::Ready(Ok(0) | Err(_)))
     }
 
     /// Writes and empties `out`, and flushes (TLS holds what it is given until then).
@@ -490,6 +497,8 @@ impl Link {
     /// Ends the connection. With input perhaps unread (`linger`), reads and drops some
     /// first, so that closing with it unread does not reset the response away.
     async fn close(&self, linger: bool) {
+        // Requests sent ahead, unread, would reset the connection as much as a body would.
+        let linger = linger || !lock(&self.wire).read.is_empty();
         let shutdown = std::future::poll_fn(|cx| Pin::new(&mut lock(&self.wire).io).poll_shutdown(cx));
         let _ = tokio::time::timeout(LINGER_TIME, shutdown).await;
         if linger {

@@ -1,5 +1,7 @@
 //! HTTP/1.1 toward backends, as bytes (RFC 9112): the request head we write, and the
-//! response head and body framing we read. No I/O here; `http1` moves the bytes.
+//! response head and body framing we read. No I/O here; `http1` moves the bytes. The body
+//! framing (`Decoder`, chunks, trailers, lengths) serves the server side too
+//! (`downstream`), for request bodies.
 //!
 //! Our own rather than hyper's client: a proxy knows what it forwards, so the head is
 //! written straight from the request and the response head is parsed (by httparse) straight
@@ -33,11 +35,11 @@ pub enum Malformed {
     ContentLength,
     #[error("101 Switching Protocols to a request that asked for no upgrade")]
     UnaskedUpgrade,
-    #[error("invalid chunk in the response body")]
+    #[error("invalid chunk in the body")]
     Chunk,
-    #[error("invalid trailers in the response")]
+    #[error("invalid trailers")]
     Trailers,
-    #[error("the response body ended early")]
+    #[error("the body ended early")]
     Incomplete,
 }
 
@@ -114,8 +116,10 @@ pub fn chunk_size_line(len: usize) -> Bytes {
 /// Fields a trailer section must not carry: they frame, route, authenticate or describe
 /// the message, and a recipient acting on them after the body would be misled (RFC 9110
 /// §6.5.1), nor hop-by-hop ones.
-static NOT_TRAILERS: [HeaderName; 11] = [
+static NOT_TRAILERS: [HeaderName; 12] = [
     header::AUTHORIZATION,
+    header::WWW_AUTHENTICATE,
+    header::PROXY_AUTHENTICATE,
     header::CACHE_CONTROL,
     header::CONTENT_ENCODING,
     header::CONTENT_LENGTH,
@@ -124,7 +128,6 @@ static NOT_TRAILERS: [HeaderName; 11] = [
     header::HOST,
     header::MAX_FORWARDS,
     header::SET_COOKIE,
-    header::TRAILER,
     header::PROXY_AUTHORIZATION,
 ];
 
@@ -286,13 +289,13 @@ pub(crate) fn parse_length(digits: &[u8]) -> Option<u64> {
     digits.iter().try_fold(0u64, |n, &d| d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0')))
 }
 
-/// Where a response body stands.
+/// Where a body stands (a response's, or a request's on the server side).
 #[derive(Debug, PartialEq)]
 pub enum Decoder {
     /// This many bytes still to come.
     Length(u64),
     Chunked(Chunk),
-    /// Until the backend closes the connection.
+    /// Until the sender closes the connection (responses only).
     Eof,
     Done,
 }
@@ -386,7 +389,7 @@ impl Decoder {
         }
     }
 
-    /// The backend closed the connection: the end of a body read to the close, an error for
+    /// The sender closed the connection: the end of a body read to the close, an error for
     /// any other that is not complete.
     pub fn closed(&mut self) -> Result<(), Malformed> {
         match self {
@@ -476,7 +479,7 @@ mod tests {
     }
 
     #[test]
-    fn request_trailers_cannot_frame_or_route() {
+    fn trailers_never_carry_fields_that_frame_route_or_describe_the_message() {
         let mut trailers = HeaderMap::new();
         trailers.insert("x-checksum", HeaderValue::from_static("abc"));
         trailers.insert(header::SET_COOKIE, HeaderValue::from_static("a=b"));
