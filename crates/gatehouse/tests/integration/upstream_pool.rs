@@ -680,3 +680,36 @@ async fn an_answer_of_unknown_length_is_chunked_or_ends_with_the_connection() {
     assert!(!head.contains("transfer-encoding") && !head.contains("content-length"), "{head}");
     assert_eq!(body, "ok-ch");
 }
+
+/// A client's request trailers do not reach the backend: they would get past every header
+/// policy (X-Forwarded-*, what ExternalAuth grants, header filters).
+#[tokio::test]
+async fn request_trailers_are_not_passed_on() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let Ok((mut stream, _)) = listener.accept().await else { return };
+        let mut seen = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).ends_with("0\r\n\r\n") {
+            match tokio::time::timeout(PATIENCE, stream.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => seen.extend_from_slice(&chunk[..n]),
+                _ => break,
+            }
+        }
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+        let _ = seen_tx.send(String::from_utf8_lossy(&seen).into_owned());
+    });
+    let (_gw, port) = gateway_for(backend).await;
+    let reply = raw_exchange(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        b"POST / HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+          2\r\nhi\r\n0\r\nX-User: admin\r\n\r\n",
+    )
+    .await;
+    assert_eq!(reply.status(), Some(200), "{reply:?}");
+    let seen = tokio::time::timeout(PATIENCE, seen_rx).await.unwrap().unwrap();
+    assert!(seen.ends_with("2\r\nhi\r\n0\r\n\r\n"), "the body went on, without its trailers: {seen:?}");
+    assert!(!seen.to_ascii_lowercase().contains("x-user"), "{seen:?}");
+}

@@ -16,7 +16,6 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
-use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWrite;
 
@@ -159,11 +158,11 @@ impl Http1Conn {
                 let Poll::Ready(frame) = Pin::new(&mut s.body).poll_frame(cx) else { break };
                 self.body_taken = true;
                 let queued = match frame {
-                    None => self.finish_body(None),
+                    None => self.finish_body(),
                     Some(Err(e)) => Err(e),
                     Some(Ok(frame)) => match frame.into_data() {
                         Ok(data) => self.queue_data(data),
-                        Err(frame) => self.finish_body(frame.into_trailers().ok()),
+                        Err(_trailers) => self.finish_body(),
                     },
                 };
                 queued.map_err(SendError::Body)?;
@@ -221,14 +220,16 @@ impl Http1Conn {
         Ok(())
     }
 
-    fn finish_body(&mut self, trailers: Option<HeaderMap>) -> Result<(), BoxError> {
+    /// Ends the body. A client's trailers are not passed on: they would reach the backend
+    /// past every header policy (X-Forwarded-*, what ExternalAuth grants, header filters),
+    /// and nginx does not pass them either.
+    fn finish_body(&mut self) -> Result<(), BoxError> {
         let Some(s) = self.sending.take() else { return Ok(()) };
         match s.left {
             Some(0) => Ok(()),
             Some(_) => Err("the request body is shorter than its length".into()),
-            // Trailers go only where chunked framing can carry them.
             None => {
-                self.queue(codec::last_chunk(&trailers.unwrap_or_default()));
+                self.queue(Bytes::from_static(b"0\r\n\r\n"));
                 Ok(())
             }
         }
