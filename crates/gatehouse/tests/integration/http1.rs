@@ -174,7 +174,7 @@ async fn an_upgrade_the_connection_cannot_make_is_not_asked_of_the_backend() {
     let _gw = Gateway::start(&config).await;
     let proxy = SocketAddr::from(([127, 0, 0, 1], port));
     for raw in [
-        &b"GET / HTTP/1.0\r\nHost: example.com\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n"[..],
+        &b"GET / HTTP/1.0\r\nHost: example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"[..],
         b"POST / HTTP/1.1\r\nHost: example.com\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\nContent-Length: 2\r\n\r\nhi",
     ] {
         let reply = raw_exchange(proxy, raw).await;

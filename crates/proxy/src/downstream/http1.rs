@@ -8,6 +8,7 @@
 //! about 5% fewer instructions: `bench/load/README.md`).
 
 use std::{
+    fmt::Write as _,
     io,
     pin::Pin,
     sync::{Arc, Mutex},
@@ -36,7 +37,7 @@ use crate::{
     lock,
     rewind::Rewind,
     server::BindState,
-    upstream::codec::{Decoded, Decoder, chunk_size_line, last_chunk, parse_length},
+    upstream::codec::{Decoded, Decoder, last_chunk, parse_length},
 };
 
 /// A client connection's transport, whatever it is (TCP, TLS).
@@ -123,7 +124,7 @@ pub async fn serve(
     let link = Arc::new(Link { wire: Mutex::new(wire), conn: AtomicWaker::new(), guard: conn.guard.clone() });
     let mut out = BytesMut::with_capacity(8 * 1024);
     loop {
-        let head = match std::future::poll_fn(|cx| link.poll_head(cx, &conn)).await {
+        let head = match std::future::poll_fn(|cx| link.poll_head(cx)).await {
             Ok(Some(head)) => head,
             Ok(None) => return link.close(false).await,
             Err(refused) => {
@@ -214,11 +215,7 @@ enum Next {
 
 impl Link {
     /// The next request head: None once the client closes, or drains while no head has begun.
-    fn poll_head(
-        &self,
-        cx: &mut Context<'_>,
-        conn: &Conn,
-    ) -> Poll<Result<Option<RequestHead>, super::request::Refused>> {
+    fn poll_head(&self, cx: &mut Context<'_>) -> Poll<Result<Option<RequestHead>, super::request::Refused>> {
         let mut wire = lock(&self.wire);
         let wire = &mut *wire;
         loop {
@@ -229,7 +226,7 @@ impl Link {
                     wire.scanned = 0;
                     return Poll::Ready(Ok(Some(head)));
                 }
-            } else if wire.read.is_empty() && conn.guard.poll_draining(cx) {
+            } else if wire.read.is_empty() && self.guard.poll_draining(cx) {
                 return Poll::Ready(Ok(None));
             }
             wire.scanned = wire.read.len();
@@ -358,7 +355,7 @@ impl Link {
                 continue;
             }
             if framing == Framing::Chunked {
-                out.extend_from_slice(&chunk_size_line(data.len()));
+                let _ = write!(out, "{:x}\r\n", data.len());
             } else if data.len() as u64 > left {
                 tracing::debug!("response body longer than its Content-Length");
                 return Ok(Err(()));
