@@ -13,7 +13,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crate::downstream::RequestBody;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -22,6 +21,7 @@ use translate::ir::ExternalAuth;
 use crate::{
     Body,
     config::BindConfig,
+    downstream::RequestBody,
     ext_authz,
     forward::{hop_by_hop, strip_hop_by_hop},
     respond::{Refusal, full},

@@ -8,7 +8,6 @@ use std::{
     time::Duration,
 };
 
-use crate::downstream::{OnUpgrade, RequestBody};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header, header::Entry};
 use http_body::{Body as _, Frame, SizeHint};
@@ -19,6 +18,7 @@ use translate::ir::{HttpFilter, Mirror};
 use crate::{
     Body, BoxError, UpstreamBody,
     config::{BindConfig, Rule},
+    downstream::{OnUpgrade, RequestBody},
     ext_auth::ReadBody,
     handler::{Conn, apply_request_filters, modify_headers},
     metrics::StreamCounters,

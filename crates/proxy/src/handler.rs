@@ -11,7 +11,6 @@ use std::{
     time::Duration,
 };
 
-use crate::downstream::{OnUpgrade, RequestBody};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header, uri::PathAndQuery};
 use http_body::{Frame, SizeHint};
@@ -22,6 +21,7 @@ use crate::{
     Body, BoxError, Shared,
     config::{Action, BindConfig, PathMatcher, Rule},
     cors::Cors,
+    downstream::{OnUpgrade, RequestBody},
     drain::ConnGuard,
     ext_auth::{self, Verdict},
     forward,

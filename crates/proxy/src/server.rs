@@ -50,12 +50,12 @@ pub fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// hyper's HTTP/2 settings.
-pub struct Builders {
+/// How HTTP is served: HTTP/1.1 by our own loop, HTTP/2 by hyper with these settings.
+pub struct HttpServer {
     http2: http2::Builder<TokioExecutor>,
 }
 
-impl Builders {
+impl HttpServer {
     fn new() -> Self {
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
@@ -109,7 +109,7 @@ pub async fn accept_loop(
 ) {
     let local = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let mut conns = Conns::new();
-    let builders = Arc::new(Builders::new());
+    let server = Arc::new(HttpServer::new());
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -122,9 +122,9 @@ pub async fn accept_loop(
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let guard = conns.guard();
-                    let (state, shared, builders) = (state.clone(), shared.clone(), builders.clone());
+                    let (state, shared, server) = (state.clone(), shared.clone(), server.clone());
                     tokio::spawn(async move {
-                        serve(stream, peer, local, state, shared, &builders, guard).await;
+                        serve(stream, peer, local, state, shared, &server, guard).await;
                     });
                 }
                 Err(e) => {
@@ -162,7 +162,7 @@ async fn serve(
     local: SocketAddr,
     state: Arc<ArcSwap<BindState>>,
     shared: Arc<Shared>,
-    builders: &Builders,
+    server: &HttpServer,
     guard: ConnGuard,
 ) {
     let (tls, l4) = {
@@ -192,7 +192,7 @@ async fn serve(
                 _ => {
                     let Some(config) = tls.and_then(|t| t.for_sni(&sni)) else { return };
                     let accept = tokio_rustls::TlsAcceptor::from(config).accept(Rewind::new(hello, stream));
-                    serve_https(accept, peer, local, state, shared, builders, guard).await;
+                    serve_https(accept, peer, local, state, shared, server, guard).await;
                 }
             }
         }
@@ -200,7 +200,7 @@ async fn serve(
             let mut stream = stream;
             let Some(prefix) = first_bytes(&mut stream, FIRST_BYTES_TIMEOUT).await else { return };
             let conn = Arc::new(handler::Conn::new((peer, local), false, None, guard));
-            builders.serve(prefix, stream, conn, state, shared).await;
+            server.serve(prefix, stream, conn, state, shared).await;
         }
         (Some(configs), None) => {
             // Each listener has its own config (client validation differs): read the
@@ -209,7 +209,7 @@ async fn serve(
             let Ok(Ok(start)) = tokio::time::timeout(FIRST_BYTES_TIMEOUT, lazy).await else { return };
             let sni = start.client_hello().server_name().map(str::to_ascii_lowercase).unwrap_or_default();
             let Some(config) = configs.for_sni(&sni) else { return };
-            serve_https(start.into_stream(config), peer, local, state, shared, builders, guard).await;
+            serve_https(start.into_stream(config), peer, local, state, shared, server, guard).await;
         }
     }
 }
@@ -221,7 +221,7 @@ async fn serve_https<IO>(
     local: SocketAddr,
     state: Arc<ArcSwap<BindState>>,
     shared: Arc<Shared>,
-    builders: &Builders,
+    server: &HttpServer,
     guard: ConnGuard,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -232,5 +232,5 @@ async fn serve_https<IO>(
     let sni_listener = state.load().config.by_host.get(&sni).copied();
     let Some(prefix) = first_bytes(&mut tls, FIRST_BYTES_TIMEOUT).await else { return };
     let conn = Arc::new(handler::Conn::new((peer, local), true, sni_listener, guard));
-    builders.serve(prefix, tls, conn, state, shared).await;
+    server.serve(prefix, tls, conn, state, shared).await;
 }
