@@ -2,23 +2,14 @@
 //! rule, run its request filters, then redirect, answer, or forward to a backend and run the
 //! response filters. Everything read here was compiled before the request arrived.
 
-use std::{
-    convert::Infallible,
-    net::SocketAddr,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header, uri::PathAndQuery};
-use http_body::{Frame, SizeHint};
 use tokio::time::Instant;
 use translate::ir::{HeaderModifier, HttpFilter, PathRewrite, Redirect};
 
 use crate::{
-    Body, BoxError, Shared,
+    Body, Shared,
     config::{Action, BindConfig, PathMatcher, Rule},
     cors::Cors,
     downstream::{OnUpgrade, RequestBody},
@@ -61,16 +52,10 @@ pub async fn handle(
     bind: Arc<BindConfig>,
     conn: Arc<Conn>,
     shared: Arc<Shared>,
-) -> Result<Response<Answer>, Infallible> {
-    if !conn.guard.head_arrived() {
-        // Too late: the connection waited too long for this head and is being closed.
-        let mut late = Response::new(empty());
-        *late.status_mut() = StatusCode::REQUEST_TIMEOUT;
-        return Ok(late.map(|body| Answer { body, waits_after: None }));
-    }
+) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let grpc = is_grpc(req.headers());
-    let response = match route(&mut req, &bind, &conn) {
+    Ok(match route(&mut req, &bind, &conn) {
         Err(refusal) => {
             let response = refusal.into_response(grpc);
             shared.metrics.unrouted(response.status(), started.elapsed());
@@ -84,43 +69,7 @@ pub async fn handle(
             rule.metrics.record(response.status(), started.elapsed());
             response
         }
-    };
-    // A switched connection waits for no more heads; its tunnel takes it over.
-    let waits_after = (response.status() != StatusCode::SWITCHING_PROTOCOLS).then_some(conn);
-    Ok(response.map(|body| Answer { body, waits_after }))
-}
-
-/// A response body that, once the server is done with it, has its connection wait for the
-/// next request head (counted by the socket's sweep: see `drain.rs`).
-pub struct Answer {
-    body: Body,
-    /// The connection that waits for its next request head once this body is done.
-    waits_after: Option<Arc<Conn>>,
-}
-
-impl http_body::Body for Answer {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for Answer {
-    fn drop(&mut self) {
-        if let Some(conn) = &self.waits_after {
-            conn.guard.awaiting_head();
-        }
-    }
+    })
 }
 
 fn is_grpc(headers: &HeaderMap) -> bool {

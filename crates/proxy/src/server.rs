@@ -1,8 +1,9 @@
 //! Sockets and connections: one accept loop per bound address, serving HTTP/1.1 (our own
 //! loop, [`downstream::http1`]) and HTTP/2 (hyper's; h2c by prior knowledge, h2 by ALPN over
-//! TLS), under limits that keep a hostile client from hurting others, and layer-4 listeners ([`stream`]): TCP sockets, and on TLS
-//! sockets the TLS listeners, told from HTTPS listeners by the ClientHello's SNI. A stopped
-//! socket stops accepting at once and lets its connections finish, up to a deadline.
+//! TLS), under limits that keep a hostile client from hurting others, and layer-4 listeners
+//! ([`stream`]): TCP sockets, and on TLS sockets the TLS listeners, told from HTTPS
+//! listeners by the ClientHello's SNI. A stopped socket stops accepting at once and lets
+//! its connections finish, up to a deadline.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 

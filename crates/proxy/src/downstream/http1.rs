@@ -31,9 +31,9 @@ use super::{
     response::{Connection, Framing, encode_refusal, encode_response},
 };
 use crate::{
-    BoxError, Shared,
+    Body, BoxError, Shared,
     drain::ConnGuard,
-    handler::{self, Answer, Conn},
+    handler::{self, Conn},
     lock,
     rewind::Rewind,
     server::BindState,
@@ -125,11 +125,19 @@ pub async fn serve(
     let mut out = BytesMut::with_capacity(8 * 1024);
     loop {
         let head = match std::future::poll_fn(|cx| link.poll_head(cx)).await {
-            Ok(Some(head)) => head,
+            Ok(Some(head)) if link.guard.head_arrived() => Ok(head),
+            // Too late: the connection waited too long for this head and is being ended.
+            Ok(Some(_)) => Err(StatusCode::REQUEST_TIMEOUT),
             Ok(None) => return link.close(false).await,
             Err(refused) => {
                 tracing::debug!(peer = ?conn.peer_ip, "request refused: {refused}");
-                encode_refusal(&mut out, refused.status());
+                Err(refused.status())
+            }
+        };
+        let head = match head {
+            Ok(head) => head,
+            Err(status) => {
+                encode_refusal(&mut out, status);
                 let _ = link.write_out(&mut out).await;
                 return link.close(true).await;
             }
@@ -251,12 +259,7 @@ impl Link {
     }
 
     /// Writes `response`, and tells what follows it.
-    async fn respond(
-        &self,
-        out: &mut BytesMut,
-        response: Response<Answer>,
-        exchange: &mut Exchange,
-    ) -> io::Result<Next> {
+    async fn respond(&self, out: &mut BytesMut, response: Response<Body>, exchange: &mut Exchange) -> io::Result<Next> {
         let (parts, mut body) = response.into_parts();
         let mut status = parts.status;
         let switching = status == StatusCode::SWITCHING_PROTOCOLS;
@@ -293,9 +296,13 @@ impl Link {
             _ if status != parts.status => Ok(()),
             _ => self.send_body(out, &mut body, framing, exchange.trailers).await?,
         };
-        // Done with the body: from here the connection counts as waiting for its next head,
-        // and a client that does not read what is left is cut off like an idle one.
+        // Done with the body: from here the connection counts as waiting for its next head
+        // (but for a switch, whose tunnel takes it over), and a client that does not read
+        // what is left is cut off like an idle one.
         drop(body);
+        if connection != Connection::Upgrade {
+            self.guard.awaiting_head();
+        }
         self.write_out(out).await?;
         Ok(match (sent, connection) {
             (_, Connection::Upgrade) => Next::Switch,
@@ -309,7 +316,7 @@ impl Link {
     async fn send_body(
         &self,
         out: &mut BytesMut,
-        body: &mut Answer,
+        body: &mut Body,
         framing: Framing,
         trailers: bool,
     ) -> io::Result<Result<(), ()>> {
