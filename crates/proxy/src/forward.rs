@@ -11,7 +11,7 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header, header::Entry};
 use http_body::{Body as _, Frame, SizeHint};
-use http_body_util::{BodyExt, Full, channel::Sender};
+use http_body_util::{BodyExt, Empty, Full, channel::Sender};
 use tokio::time::Instant;
 use translate::ir::{HttpFilter, Mirror};
 
@@ -41,12 +41,14 @@ pub async fn forward(
     prefix: Option<&str>,
 ) -> Result<Response<Body>, Refusal> {
     let per_try = rule.timeouts.as_ref().and_then(|t| t.backend_request_ms).map(Duration::from_millis);
-    let upgrade = upgrade_of(req.headers());
-    let downstream_upgrade = upgrade.as_ref().and_then(|_| OnUpgrade::take(&mut req));
+    // Present only when the backend is asked to switch protocols too (`handler::run_rule`).
+    let downstream_upgrade = OnUpgrade::take(&mut req);
 
     // A retried request needs its body again: keep small, known-length bodies in memory.
     let retries = match &rule.retry {
-        Some(r) if upgrade.is_none() && (read.as_ref().is_some_and(|r| r.complete) || replayable(&req)) => r.attempts,
+        Some(r) if downstream_upgrade.is_none() && (read.as_ref().is_some_and(|r| r.complete) || replayable(&req)) => {
+            r.attempts
+        }
         _ => 0,
     };
     let (mut parts, body) = req.into_parts();
@@ -82,7 +84,11 @@ pub async fn forward(
                 upstream
             };
             let started = Instant::now();
-            let result = match within(per_try.map(|t| started + t), pool.send(upstream)).await {
+            let sent = match per_try {
+                Some(t) => within(started + t, pool.send(upstream)).await,
+                None => Ok(pool.send(upstream).await),
+            };
+            let result = match sent {
                 Ok(Ok(response)) => Ok(response),
                 Ok(Err(e)) => {
                     tracing::debug!(endpoint = %pool.endpoint(), "upstream request failed: {e}");
@@ -104,7 +110,10 @@ pub async fn forward(
             tokio::time::sleep(Duration::from_millis(backoff)).await;
         }
     };
-    let (mut response, choice) = within(deadline, attempts).await??;
+    let (mut response, choice) = match deadline {
+        Some(t) => within(t, attempts).await??,
+        None => attempts.await?,
+    };
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(downstream) = downstream_upgrade
@@ -121,7 +130,8 @@ pub async fn forward(
         let (parts, _) = response.into_parts();
         return Ok(Response::from_parts(parts, empty()));
     }
-    strip_hop_by_hop(response.headers_mut(), None);
+    // No hop-by-hop headers came: HTTP/1.1's were dropped as the head was read, and HTTP/2
+    // refuses them.
     for f in rule.filters.iter().chain(&choice.filters) {
         if let HttpFilter::ResponseHeaders(m) = f {
             modify_headers(response.headers_mut(), m);
@@ -141,8 +151,8 @@ impl Pending {
         match self {
             Pending::Buffered(b) => Full::new(b.clone()).map_err(|never| match never {}).boxed(),
             Pending::Stream(s) => match s.take() {
-                Some(body) => body.boxed(),
-                None => empty_upstream(),
+                Some(body) if !body.is_end_stream() => body.boxed(),
+                _ => empty_upstream(),
             },
         }
     }
@@ -194,8 +204,9 @@ fn mirror<'a>(req: &mut Request<UpstreamBody>, filters: impl Iterator<Item = &'a
     }
 }
 
+/// No body, boxed without an allocation (`Empty` has no size).
 fn empty_upstream() -> UpstreamBody {
-    Full::new(Bytes::new()).map_err(|never| match never {}).boxed()
+    Empty::new().map_err(|never| match never {}).boxed()
 }
 
 /// The client's body as it streams; `start`, when set, was read already (by ExternalAuth)
@@ -405,33 +416,11 @@ pub fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
         .then(|| upgrade.clone())
 }
 
-pin_project_lite::pin_project! {
-    /// A future, or [`Refusal::Timeout`] if it has not finished by a deadline. A plain future
-    /// rather than an `async fn`, which would keep the future it wraps twice over.
-    #[project = WithinProj]
-    pub enum Within<F> {
-        Until { #[pin] fut: tokio::time::Timeout<F> },
-        Unbounded { #[pin] fut: F },
-    }
-}
-
 /// `fut`'s output, or [`Refusal::Timeout`] (504) if it has not finished by `deadline`.
-pub fn within<F: Future>(deadline: Option<Instant>, fut: F) -> Within<F> {
-    match deadline {
-        Some(t) => Within::Until { fut: tokio::time::timeout_at(t, fut) },
-        None => Within::Unbounded { fut },
-    }
-}
-
-impl<F: Future> Future for Within<F> {
-    type Output = Result<F::Output, Refusal>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            WithinProj::Until { fut } => fut.poll(cx).map(|r| r.map_err(|_| Refusal::Timeout)),
-            WithinProj::Unbounded { fut } => fut.poll(cx).map(Ok),
-        }
-    }
+/// Awaited only where there is a deadline: a wrapper on every request would be one more
+/// layer for its future and output to be moved through.
+pub async fn within<F: Future>(deadline: Instant, fut: F) -> Result<F::Output, Refusal> {
+    tokio::time::timeout_at(deadline, fut).await.map_err(|_| Refusal::Timeout)
 }
 
 #[cfg(test)]

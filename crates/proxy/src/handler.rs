@@ -198,14 +198,27 @@ async fn run_rule(
     // filters run, so that nothing those set can be named away by the client's Connection.
     // An upgrade the connection cannot make (HTTP/1.0, a request with a body) is not asked of
     // the backend either.
-    let upgrade = forward::upgrade_of(req.headers()).filter(|_| req.extensions().get::<OnUpgrade>().is_some());
+    let upgrade = match req.extensions().get::<OnUpgrade>() {
+        Some(_) => forward::upgrade_of(req.headers()),
+        None => None,
+    };
+    if upgrade.is_none() {
+        // Nor does the client's connection switch for what the backend is not asked.
+        OnUpgrade::take(&mut req);
+    }
     forward::strip_hop_by_hop(req.headers_mut(), upgrade.as_ref());
     // The route's request timeout runs from the request's arrival, authorization included.
     let deadline = rule.timeouts.as_ref().and_then(|t| t.request_ms).map(|ms| started + Duration::from_millis(ms));
     // The authorization service sees the request as the client sent it. Boxed: most routes
     // have none, and should not carry its future's size.
     let verdict = match &rule.external_auth {
-        Some(auth) => forward::within(deadline, Box::pin(ext_auth::check(&mut req, auth, bind, conn.tls))).await??,
+        Some(auth) => {
+            let check = Box::pin(ext_auth::check(&mut req, auth, bind, conn.tls));
+            match deadline {
+                Some(t) => forward::within(t, check).await??,
+                None => check.await?,
+            }
+        }
         None => Verdict::Allow(None),
     };
     let mut response = match verdict {

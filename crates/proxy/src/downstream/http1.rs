@@ -37,7 +37,7 @@ use crate::{
     lock,
     rewind::Rewind,
     server::BindState,
-    upstream::codec::{Decoded, Decoder, last_chunk, parse_length},
+    upstream::codec::{Decoded, Decoder, HeadCache, last_chunk, parse_length},
 };
 
 /// A client connection's transport, whatever it is (TCP, TLS).
@@ -62,6 +62,7 @@ const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 struct Wire {
     io: Box<dyn Io>,
     read: BytesMut,
+    heads: HeadCache,
     /// Where the current request's body stands.
     body: Decoder,
     /// Bytes of `100 Continue` still to write, once the body is first read, and whether
@@ -113,6 +114,7 @@ pub async fn serve(
     let wire = Wire {
         io,
         read,
+        heads: HeadCache::default(),
         body: Decoder::Done,
         continue_left: 0,
         continue_unflushed: false,
@@ -230,7 +232,7 @@ impl Link {
             // A head mostly comes whole in one read: parse at once; past that, only once
             // what came since may have ended it.
             if !wire.read.is_empty() && (wire.scanned == 0 || may_end_head(&wire.read, wire.scanned)) {
-                if let Some(head) = parse_request(&mut wire.read)? {
+                if let Some(head) = parse_request(&mut wire.read, &mut wire.heads)? {
                     wire.scanned = 0;
                     return Poll::Ready(Ok(Some(head)));
                 }
@@ -324,7 +326,8 @@ impl Link {
             Framing::Length(n) => n,
             _ => u64::MAX,
         };
-        loop {
+        // A body that tells it has ended is not polled again to hear so.
+        while !body.is_end_stream() {
             // Gather what is ready; write only when the body has to wait.
             let frame = match std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await {
                 Poll::Ready(frame) => frame,

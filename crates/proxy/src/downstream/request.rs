@@ -6,9 +6,9 @@
 use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
-use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version, header};
+use http::{HeaderValue, Method, Request, StatusCode, Uri, Version, header};
 
-use crate::upstream::codec::{Chunk, Decoder, ends_chunked, merge_length};
+use crate::upstream::codec::{Chunk, Decoder, HeadCache, ends_chunked, merge_length};
 
 /// Larger request heads are refused (431), and so are heads with more header fields.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -64,7 +64,7 @@ pub struct RequestHead {
 }
 
 /// Parses the request head at the start of `buf` and takes it off; None while incomplete.
-pub fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHead>, Refused> {
+pub fn parse_request(buf: &mut BytesMut, cache: &mut HeadCache) -> Result<Option<RequestHead>, Refused> {
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut parsed, buf, &mut fields) {
@@ -85,31 +85,22 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Option<RequestHead>, Refused>
     }
     let http10 = parsed.version == Some(0);
     // Where the target and each field lie, so that they can share the buffer once split off.
-    // In u32s: a larger array would cost more to zero than the parse (memset past 2 KiB).
-    let base = buf.as_ptr() as usize;
-    let span = |s: &[u8]| ((s.as_ptr() as usize - base) as u32, (s.as_ptr() as usize - base + s.len()) as u32);
-    let target = span(parsed.path.unwrap_or_default().as_bytes());
-    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-    let count = parsed.headers.len();
-    for (s, field) in spans.iter_mut().zip(parsed.headers.iter()) {
-        let (n0, n1) = span(field.name.as_bytes());
-        let (v0, v1) = span(field.value);
-        *s = (n0, n1, v0, v1);
-    }
+    let path = parsed.path.unwrap_or_default();
+    let target = path.as_ptr() as usize - buf.as_ptr() as usize;
+    let target = target..target + path.len();
+    cache.note_spans(buf.as_ptr(), parsed.headers.iter().map(|f| (f.name.as_bytes(), f.value)));
     let bytes = buf.split_to(len).freeze();
     let mut request = Request::new(());
-    *request.uri_mut() =
-        Uri::from_maybe_shared(bytes.slice(target.0 as usize..target.1 as usize)).map_err(|_| Refused::Target)?;
+    *request.uri_mut() = Uri::from_maybe_shared(bytes.slice(target)).map_err(|_| Refused::Target)?;
     let headers = request.headers_mut();
     // Room for what a proxy adds (X-Forwarded-*), so that the map need not grow.
-    headers.reserve(count + 3);
+    headers.reserve(cache.spans.len() + 3);
     let mut length: Option<u64> = None;
     let (mut transfer_encoded, mut chunked) = (false, false);
     let (mut close, mut keep_alive_token, mut upgrade_token, mut upgrade) = (false, false, false, false);
     let (mut expect_continue, mut trailers) = (false, false);
-    for &(n0, n1, v0, v1) in &spans[..count] {
-        let (n0, n1, v0, v1) = (n0 as usize, n1 as usize, v0 as usize, v1 as usize);
-        let name = HeaderName::from_bytes(&bytes[n0..n1]).map_err(|_| Refused::Header)?;
+    for (i, &((n0, n1), (v0, v1))) in cache.spans.iter().enumerate() {
+        let name = cache.names.get(i, &bytes[n0..n1]).map_err(|_| Refused::Header)?;
         let raw = &bytes[v0..v1];
         if name == header::CONTENT_LENGTH {
             merge_length(&mut length, raw).ok_or(Refused::ContentLength)?;
@@ -174,13 +165,13 @@ mod tests {
     use super::*;
 
     fn parse(raw: &str) -> Result<Option<RequestHead>, Refused> {
-        parse_request(&mut BytesMut::from(raw))
+        parse_request(&mut BytesMut::from(raw), &mut HeadCache::default())
     }
 
     #[test]
     fn a_head_is_parsed_and_taken_off_the_buffer() {
         let mut buf = BytesMut::from("GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\nX-Two: 1\r\nx-two: 2\r\n\r\nNEXT");
-        let head = parse_request(&mut buf).unwrap().unwrap();
+        let head = parse_request(&mut buf, &mut HeadCache::default()).unwrap().unwrap();
         assert_eq!(&buf[..], b"NEXT", "what follows the head stays");
         let req = &head.request;
         assert_eq!((req.method(), req.uri().path(), req.uri().query()), (&Method::GET, "/a", Some("b=1")));

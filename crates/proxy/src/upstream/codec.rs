@@ -43,6 +43,55 @@ pub enum Malformed {
     Incomplete,
 }
 
+/// What parsing keeps from one head to the next on a connection: room to note where each
+/// field lies, and the names of the last head's fields by position. A peer sends much the
+/// same names in the same order on every message, and comparing their bytes costs a
+/// fraction of parsing a name again (lower-casing, validating, looking it up, and
+/// allocating one that is not a standard name).
+#[derive(Default)]
+pub struct HeadCache {
+    /// Where each field's name and value lie in the head, so that they can share it once
+    /// it is split off the read buffer. Kept, so that no array is zeroed per head.
+    pub(crate) spans: Vec<FieldSpan>,
+    pub(crate) names: Names,
+}
+
+/// Offsets of a field's name and value in its head.
+pub(crate) type FieldSpan = ((usize, usize), (usize, usize));
+
+#[derive(Default)]
+pub(crate) struct Names(Vec<(Box<[u8]>, HeaderName)>);
+
+/// Fields past this many in a head are parsed every time.
+const REMEMBERED_NAMES: usize = 32;
+
+impl HeadCache {
+    /// Notes where `fields` lie in the head that starts at `base`.
+    pub(crate) fn note_spans<'a>(&mut self, base: *const u8, fields: impl Iterator<Item = (&'a [u8], &'a [u8])>) {
+        let offset = |s: &[u8]| (s.as_ptr() as usize - base as usize, s.as_ptr() as usize - base as usize + s.len());
+        self.spans.clear();
+        self.spans.extend(fields.map(|(name, value)| (offset(name), offset(value))));
+    }
+}
+
+impl Names {
+    /// The name of the `i`th field, whose bytes are `raw`.
+    pub(crate) fn get(&mut self, i: usize, raw: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+        if let Some((seen, name)) = self.0.get(i)
+            && **seen == *raw
+        {
+            return Ok(name.clone());
+        }
+        let name = HeaderName::from_bytes(raw)?;
+        if i < self.0.len() {
+            self.0[i] = (raw.into(), name.clone());
+        } else if i == self.0.len() && i < REMEMBERED_NAMES {
+            self.0.push((raw.into(), name.clone()));
+        }
+        Ok(name)
+    }
+}
+
 /// How a request body goes on the wire.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum RequestFraming {
@@ -171,7 +220,12 @@ pub struct ResponseHead {
 
 /// Parses the response head at the start of `buf` and takes it off; None while incomplete.
 /// `head` says the request was HEAD, `upgrade` that it asked to switch protocols.
-pub fn parse_response(buf: &mut BytesMut, head: bool, upgrade: bool) -> Result<Option<ResponseHead>, Malformed> {
+pub fn parse_response(
+    buf: &mut BytesMut,
+    cache: &mut HeadCache,
+    head: bool,
+    upgrade: bool,
+) -> Result<Option<ResponseHead>, Malformed> {
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut []);
     let len =
@@ -184,26 +238,18 @@ pub fn parse_response(buf: &mut BytesMut, head: bool, upgrade: bool) -> Result<O
     let code = response.code.unwrap_or_default();
     let status = StatusCode::from_u16(code).map_err(|_| Malformed::Head(httparse::Error::Status))?;
     let http10 = response.version == Some(0);
-    // Where each field lies, so that the values can share the buffer once it is split off.
-    let base = buf.as_ptr() as usize;
-    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-    let count = response.headers.len();
-    for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
-        let name = field.name.as_ptr() as usize - base;
-        let value = field.value.as_ptr() as usize - base;
-        *span = (name as u32, (name + field.name.len()) as u32, value as u32, (value + field.value.len()) as u32);
-    }
+    cache.note_spans(buf.as_ptr(), response.headers.iter().map(|f| (f.name.as_bytes(), f.value)));
     let bytes = buf.split_to(len).freeze();
 
     // Hop-by-hop fields stay on this connection, but for those a switch of protocols needs.
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
-    let mut headers = HeaderMap::with_capacity(count);
+    let mut headers = HeaderMap::with_capacity(cache.spans.len());
     let mut length: Option<u64> = None;
     let (mut chunked, mut transfer_encoded, mut close, mut keep_alive_token) = (false, false, false, false);
     let mut named = Vec::new();
-    for &(n0, n1, v0, v1) in &spans[..count] {
-        let name = HeaderName::from_bytes(&bytes[n0 as usize..n1 as usize]).map_err(|_| Malformed::HeaderName)?;
-        let raw = &bytes[v0 as usize..v1 as usize];
+    for (i, &((n0, n1), (v0, v1))) in cache.spans.iter().enumerate() {
+        let name = cache.names.get(i, &bytes[n0..n1]).map_err(|_| Malformed::HeaderName)?;
+        let raw = &bytes[v0..v1];
         if name == header::CONTENT_LENGTH {
             merge_length(&mut length, raw).ok_or(Malformed::ContentLength)?;
         } else if name == header::TRANSFER_ENCODING {
@@ -223,7 +269,7 @@ pub fn parse_response(buf: &mut BytesMut, head: bool, upgrade: bool) -> Result<O
         if !switching && hop_by_hop(&name).is_some() {
             continue;
         }
-        let value = HeaderValue::from_maybe_shared(bytes.slice(v0 as usize..v1 as usize));
+        let value = HeaderValue::from_maybe_shared(bytes.slice(v0..v1));
         headers.append(name, value.map_err(|_| Malformed::Head(httparse::Error::HeaderValue))?);
     }
 
@@ -438,7 +484,7 @@ mod tests {
     use super::*;
 
     fn parse(raw: &str) -> Result<Option<ResponseHead>, Malformed> {
-        parse_response(&mut BytesMut::from(raw), false, false)
+        parse_response(&mut BytesMut::from(raw), &mut HeadCache::default(), false, false)
     }
 
     fn decode_all(decoder: &mut Decoder, raw: &[u8]) -> Result<(Vec<u8>, Option<HeaderMap>), Malformed> {
@@ -509,12 +555,31 @@ mod tests {
         let raw = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: 1\r\nx-a: 2\r\n\r\nok";
         assert!(parse(&raw[..20]).unwrap().is_none());
         let mut buf = BytesMut::from(raw);
-        let head = parse_response(&mut buf, false, false).unwrap().unwrap();
+        let head = parse_response(&mut buf, &mut HeadCache::default(), false, false).unwrap().unwrap();
         assert_eq!(head.status, StatusCode::OK);
         assert_eq!(head.headers.get_all("x-a").iter().collect::<Vec<_>>(), ["1", "2"]);
         assert_eq!(head.body, Decoder::Length(2));
         assert!(head.keep_alive);
         assert_eq!(buf, "ok", "the head is taken off the buffer, the body left");
+    }
+
+    #[test]
+    fn heads_on_one_connection_are_read_alike_whatever_their_names_did_before() {
+        let mut cache = HeadCache::default();
+        let mut next = |raw: &str| {
+            let head = parse_response(&mut BytesMut::from(raw), &mut cache, false, false).unwrap().unwrap();
+            head.headers.iter().map(|(n, v)| format!("{n}={}", v.to_str().unwrap())).collect::<Vec<_>>()
+        };
+        let first = "HTTP/1.1 200 OK\r\nServer: a\r\nX-Id: 1\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(next(first), ["server=a", "x-id=1", "content-length=0"]);
+        assert_eq!(next(first), ["server=a", "x-id=1", "content-length=0"]);
+        // Names moved, spelled otherwise, or new, in the places the cache knows.
+        let second = "HTTP/1.1 200 OK\r\nX-ID: 2\r\nserver: b\r\nX-Other: 3\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(next(second), ["x-id=2", "server=b", "x-other=3", "content-length=0"]);
+        assert_eq!(next("HTTP/1.1 204 No Content\r\nX-Id: 4\r\n\r\n"), ["x-id=4"]);
+        // An invalid name is refused even where a valid one stood before.
+        let bad = "HTTP/1.1 200 OK\r\nX-Id\x7f: 5\r\n\r\n";
+        assert!(parse_response(&mut BytesMut::from(bad), &mut cache, false, false).is_err());
     }
 
     #[test]
@@ -526,7 +591,12 @@ mod tests {
         assert_eq!(body("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"), Decoder::Done);
         assert_eq!(body("HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n"), Decoder::Done);
         assert_eq!(body("HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n"), Decoder::Length(7));
-        let head = parse_response(&mut BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"), true, false);
+        let head = parse_response(
+            &mut BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"),
+            &mut HeadCache::default(),
+            true,
+            false,
+        );
         assert_eq!(head.unwrap().unwrap().body, Decoder::Done, "a response to HEAD has no body");
 
         let both =
@@ -554,7 +624,15 @@ mod tests {
         assert!(matches!(parse(&huge), Err(Malformed::HeadTooLarge)));
         let many = format!("HTTP/1.1 200 OK\r\n{}\r\n", "X: a\r\n".repeat(MAX_HEADERS + 1));
         assert!(parse(&many).is_err());
-        assert!(parse_response(&mut BytesMut::from("HTTP/1.1 101 Switching Protocols\r\n\r\n"), false, true).is_ok());
+        assert!(
+            parse_response(
+                &mut BytesMut::from("HTTP/1.1 101 Switching Protocols\r\n\r\n"),
+                &mut HeadCache::default(),
+                false,
+                true
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -565,7 +643,7 @@ mod tests {
         names.sort_unstable();
         assert_eq!(names, ["content-length", "x-end"]);
         let raw = "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
-        let head = parse_response(&mut BytesMut::from(raw), false, true).unwrap().unwrap();
+        let head = parse_response(&mut BytesMut::from(raw), &mut HeadCache::default(), false, true).unwrap().unwrap();
         assert_eq!(head.headers["connection"], "upgrade");
         assert_eq!(head.headers["upgrade"], "websocket");
     }

@@ -20,7 +20,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWrite;
 
 use super::{
-    codec::{self, Decoded, Decoder, RequestFraming, ResponseHead},
+    codec::{self, Decoded, Decoder, HeadCache, RequestFraming, ResponseHead},
     pool::Pool,
     stream::Stream,
 };
@@ -36,6 +36,7 @@ const MAX_SLICES: usize = 16;
 pub struct Http1Conn {
     io: Stream,
     read: BytesMut,
+    heads: HeadCache,
     /// Bytes to write, in order, and how many.
     out: VecDeque<Bytes>,
     queued: usize,
@@ -73,6 +74,7 @@ impl Http1Conn {
         Self {
             io,
             read: BytesMut::with_capacity(READ_SIZE),
+            heads: HeadCache::default(),
             out: VecDeque::with_capacity(4),
             queued: 0,
             sending: None,
@@ -259,7 +261,7 @@ impl Http1Conn {
             return Poll::Ready(Err(e));
         }
         loop {
-            if let Some(response) = codec::parse_response(&mut self.read, head, upgrade)? {
+            if let Some(response) = codec::parse_response(&mut self.read, &mut self.heads, head, upgrade)? {
                 if response.status.is_informational() && response.status != http::StatusCode::SWITCHING_PROTOCOLS {
                     continue;
                 }
@@ -292,14 +294,15 @@ impl Http1Conn {
 /// A response body read from its HTTP/1.1 connection, which goes back to `pool` when the
 /// body has been read to its end and the connection may carry another exchange.
 pub struct Http1Body {
-    conn: Option<Http1Conn>,
+    /// Boxed, as it is in the pool: the response that carries it moves through many hands.
+    conn: Option<Box<Http1Conn>>,
     pool: Arc<Pool>,
     decoder: Decoder,
     keep_alive: bool,
 }
 
 impl Http1Body {
-    pub fn new(conn: Http1Conn, pool: Arc<Pool>, decoder: Decoder, keep_alive: bool) -> Self {
+    pub fn new(conn: Box<Http1Conn>, pool: Arc<Pool>, decoder: Decoder, keep_alive: bool) -> Self {
         let keep_alive = keep_alive && conn.write_failed.is_none();
         let mut body = Self { conn: Some(conn), pool, decoder, keep_alive };
         if body.decoder.is_done() {

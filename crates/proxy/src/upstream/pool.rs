@@ -75,7 +75,7 @@ struct Connecting {
 }
 
 struct Idle {
-    conn: Http1Conn,
+    conn: Box<Http1Conn>,
     since: Instant,
 }
 
@@ -97,13 +97,14 @@ impl Pool {
     }
 
     /// Sends `req` (its URI's path and query are used) on a pooled connection, or a new one.
-    /// Not an `async fn`: that would be one more layer keeping a copy of the request.
+    /// Not an `async fn`: the request is made ready before the future is, so that the
+    /// future does not carry it.
     pub fn send(
         self: &Arc<Self>,
         mut req: Request<UpstreamBody>,
     ) -> impl Future<Output = Result<Response<PooledBody>, BoxError>> + Send + '_ {
         match &self.conns {
-            Conns::Http1(idle) => Either::Left(self.send_http1(idle, req)),
+            Conns::Http1(idle) => Either::Left(self.send_http1(idle, Http1Request::new(req, &self.authority))),
             Conns::Http2(shared) => {
                 let scheme = match self.transport {
                     Transport::Plain => http::uri::Scheme::HTTP,
@@ -119,34 +120,25 @@ impl Pool {
                     Some(req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
                 let uri = Uri::from_parts(parts);
                 *req.version_mut() = http::Version::HTTP_2;
-                Either::Right(self.send_http2(shared, uri, req))
+                // Boxed: hyper's exchange is large, and HTTP/1.1 requests should not carry its size.
+                Either::Right(Box::pin(self.send_http2(shared, uri, req)))
             }
         }
     }
 
-    /// The request in origin form, its head written once: a retry writes the same bytes.
     async fn send_http1(
         self: &Arc<Self>,
         idle: &Mutex<Vec<Idle>>,
-        req: Request<UpstreamBody>,
+        req: Http1Request,
     ) -> Result<Response<PooledBody>, BoxError> {
-        let (head, mut body, framing, is_head, upgrade, idempotent) = {
-            let (parts, body) = req.into_parts();
-            let framing =
-                RequestFraming::of(&parts.method, &parts.headers, body.is_end_stream(), body.size_hint().exact());
-            let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
-            let mut head = BytesMut::new();
-            codec::encode_request(&mut head, &parts.method, target, &parts.headers, self.authority.as_str(), framing);
-            // Hop-by-hop headers were removed but for an upgrade's.
-            let upgrade = parts.headers.contains_key(header::UPGRADE);
-            (head.freeze(), Some(body), framing, parts.method == Method::HEAD, upgrade, parts.method.is_idempotent())
-        };
+        let Http1Request { head, body, framing, is_head, upgrade, idempotent } = req;
+        let mut body = Some(body);
         // Each turn takes an idle connection off the pool or opens one, so this ends.
         loop {
             let (mut conn, reused) = match take_idle(idle) {
                 Some(c) => (c, true),
                 // Boxed: connecting (TLS above all) would make every request's future larger.
-                None => (Http1Conn::new(Box::pin(self.connect()).await?), false),
+                None => (Box::new(Http1Conn::new(Box::pin(self.connect()).await?)), false),
             };
             conn.start(head.clone(), body.take().map(|b| (b, framing)));
             match std::future::poll_fn(|cx| conn.poll_head(cx, is_head, upgrade)).await {
@@ -207,7 +199,7 @@ impl Pool {
     /// sending its request body (a backend may answer before reading it all) gets a task
     /// that sends the rest: left in the pool undriven, it would stall the client connection
     /// that body comes from.
-    pub(super) fn put(self: Arc<Self>, mut conn: Http1Conn) {
+    pub(super) fn put(self: Arc<Self>, mut conn: Box<Http1Conn>) {
         let Conns::Http1(idle) = &self.conns else { return };
         if !conn.sending() {
             let mut idle = lock(idle);
@@ -306,8 +298,39 @@ impl Pool {
     }
 }
 
+/// A request for an HTTP/1.1 connection, in origin form, its head written once: a retry
+/// writes the same bytes.
+struct Http1Request {
+    head: Bytes,
+    body: UpstreamBody,
+    framing: RequestFraming,
+    is_head: bool,
+    upgrade: bool,
+    idempotent: bool,
+}
+
+impl Http1Request {
+    /// `authority` is the Host for a request that has none.
+    fn new(req: Request<UpstreamBody>, authority: &Authority) -> Self {
+        let (parts, body) = req.into_parts();
+        let framing = RequestFraming::of(&parts.method, &parts.headers, body.is_end_stream(), body.size_hint().exact());
+        let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        let mut head = BytesMut::new();
+        codec::encode_request(&mut head, &parts.method, target, &parts.headers, authority.as_str(), framing);
+        Self {
+            head: head.freeze(),
+            body,
+            framing,
+            is_head: parts.method == Method::HEAD,
+            // Hop-by-hop headers were removed but for an upgrade's.
+            upgrade: parts.headers.contains_key(header::UPGRADE),
+            idempotent: parts.method.is_idempotent(),
+        }
+    }
+}
+
 /// The most recently used idle connection that can take a request.
-fn take_idle(idle: &Mutex<Vec<Idle>>) -> Option<Http1Conn> {
+fn take_idle(idle: &Mutex<Vec<Idle>>) -> Option<Box<Http1Conn>> {
     let mut idle = lock(idle);
     while let Some(mut i) = idle.pop() {
         if i.conn.usable() {
@@ -325,14 +348,14 @@ pub struct PooledBody(Kind);
 enum Kind {
     Http1(Http1Body),
     Http2(Incoming),
-    Switched(Option<Http1Conn>),
+    Switched(Option<Box<Http1Conn>>),
 }
 
 impl PooledBody {
     /// The connection of a 101 (Switching Protocols) answer, once.
     pub fn upgraded(&mut self) -> Option<Upgraded> {
         match &mut self.0 {
-            Kind::Switched(conn) => conn.take().map(Http1Conn::into_upgraded),
+            Kind::Switched(conn) => conn.take().map(|c| c.into_upgraded()),
             _ => None,
         }
     }
