@@ -225,7 +225,9 @@ async fn a_connection_the_backend_closed_while_idle_is_replaced() {
     let (backend, counts) = raw_backend(Mode::CloseWhenIdle(Duration::from_millis(100))).await;
     let (_gw, port) = gateway_for(backend).await;
     for round in 0..3 {
-        let (code, _, body) = request(req("GET", port, "/", Bytes::new())).await.unwrap();
+        // A POST with a body: once written it cannot be sent again, so the closed connection
+        // must be seen before, not after.
+        let (code, _, body) = request(req("POST", port, "/", Bytes::from_static(b"once"))).await.unwrap();
         assert_eq!((code, body.as_str()), (200, "ok"), "round {round}");
         // Long enough for the backend to close the connection it kept.
         tokio::time::sleep(Duration::from_millis(400)).await;

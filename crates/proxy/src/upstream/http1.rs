@@ -98,12 +98,12 @@ impl Http1Conn {
         self.body_taken = false;
     }
 
-    /// Whether an idle connection can take a request: polled once, so that a close by the
+    /// Whether an idle connection can take a request: looked at once, so that a close by the
     /// backend shows. With nothing readable, tokio answers from its cached readiness.
     pub fn usable(&mut self) -> bool {
         self.read.is_empty()
             && self.write_failed.is_none()
-            && self.poll_fill(&mut Context::from_waker(Waker::noop())).is_pending()
+            && self.io.quiet().unwrap_or_else(|| self.poll_fill(&mut Context::from_waker(Waker::noop())).is_pending())
     }
 
     /// Whether the request is still being sent.
@@ -261,7 +261,10 @@ impl Http1Conn {
             return Poll::Ready(Err(e));
         }
         loop {
-            if let Some(response) = codec::parse_response(&mut self.read, &mut self.heads, head, upgrade)? {
+            // Mostly nothing has come yet when first polled: read before parsing nothing.
+            if !self.read.is_empty()
+                && let Some(response) = codec::parse_response(&mut self.read, &mut self.heads, head, upgrade)?
+            {
                 if response.status.is_informational() && response.status != http::StatusCode::SWITCHING_PROTOCOLS {
                     continue;
                 }

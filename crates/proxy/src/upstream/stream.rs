@@ -17,6 +17,20 @@ pub enum Stream {
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
+impl Stream {
+    /// Whether plain TCP has had nothing come in (a close included), as far as the runtime
+    /// knows: no waker is registered, since no task waits on an idle connection. None for
+    /// TLS, whose records only a read can tell.
+    pub fn quiet(&self) -> Option<bool> {
+        match self {
+            Stream::Plain(tcp) => {
+                Some(matches!(tcp.try_read(&mut [0; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock))
+            }
+            Stream::Tls(_) => None,
+        }
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
