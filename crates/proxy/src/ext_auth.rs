@@ -99,7 +99,7 @@ async fn check_http(
     })?;
     let (mut parts, answer_body) = answer.into_parts();
     if parts.status != StatusCode::OK {
-        strip_hop_by_hop(&mut parts.headers, None);
+        strip_hop_by_hop(&mut parts.headers);
         return Ok(Some(Response::from_parts(parts, answer_body.map_err(Into::into).boxed_unsync())));
     }
     grant(&parts.headers, req.headers_mut(), &auth.allowed_response_headers);
@@ -200,7 +200,7 @@ async fn check_grpc(
             *denial.status_mut() = status;
             ext_authz::apply(denial.headers_mut(), headers, &[]);
             // The body is framed here, whatever the service said.
-            strip_hop_by_hop(denial.headers_mut(), None);
+            strip_hop_by_hop(denial.headers_mut());
             denial.headers_mut().remove(header::CONTENT_LENGTH);
             Ok(Some(denial))
         }

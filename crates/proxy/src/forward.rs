@@ -41,7 +41,7 @@ pub async fn forward(
     prefix: Option<&str>,
 ) -> Result<Response<Body>, Refusal> {
     let per_try = rule.timeouts.as_ref().and_then(|t| t.backend_request_ms).map(Duration::from_millis);
-    // Present only when the backend is asked to switch protocols too (`handler::run_rule`).
+    // Present only when the backend is asked to switch protocols too (`downstream::request`).
     let downstream_upgrade = OnUpgrade::take(&mut req);
 
     // A retried request needs its body again: keep small, known-length bodies in memory.
@@ -328,10 +328,9 @@ pub(crate) fn hop_by_hop(name: &HeaderName) -> Option<usize> {
     HOP_BY_HOP.iter().position(|h| h.as_str() == name)
 }
 
-/// Removes hop-by-hop headers, those named in `Connection` too, keeping what an upgrade
-/// needs and `te: trailers`, which gRPC requires over HTTP/2 (`Pool::send` drops it for
-/// HTTP/1.1).
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
+/// Removes hop-by-hop headers, those named in `Connection` too, keeping `te: trailers`,
+/// which gRPC requires over HTTP/2.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Which hop-by-hop names are present, in one pass over the names: most messages carry
     // none, or only `connection`.
     let mut present = [false; HOP_BY_HOP_LEN];
@@ -340,7 +339,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderV
             present[i] = true;
         }
     }
-    if upgrade.is_none() && !present.contains(&true) {
+    if !present.contains(&true) {
         return;
     }
     let trailers = headers
@@ -363,10 +362,6 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderV
     }
     for name in &named {
         headers.remove(name);
-    }
-    if let Some(u) = upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(header::UPGRADE, u.clone());
     }
     if trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -403,17 +398,6 @@ fn forwarding_headers(headers: &mut HeaderMap, conn: &Conn) {
         }
     }
     headers.insert(X_FORWARDED_PROTO, if conn.tls { HTTPS } else { HTTP });
-}
-
-/// The protocol a request asks to upgrade to (`Connection: upgrade` and `Upgrade`).
-pub fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
-    let upgrade = headers.get(header::UPGRADE)?;
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
-        .then(|| upgrade.clone())
 }
 
 /// `fut`'s output, or [`Refusal::Timeout`] (504) if it has not finished by `deadline`.

@@ -12,7 +12,7 @@ use crate::{
     Body, Shared,
     config::{Action, BindConfig, PathMatcher, Rule},
     cors::Cors,
-    downstream::{OnUpgrade, RequestBody},
+    downstream::RequestBody,
     drain::ConnGuard,
     ext_auth::{self, Verdict},
     forward,
@@ -194,19 +194,8 @@ async fn run_rule(
         Some(cors) => cors.allowed_origin(req.headers()),
         None => None,
     };
-    // Hop-by-hop headers belong to the client's connection: they go before authorization and
-    // filters run, so that nothing those set can be named away by the client's Connection.
-    // An upgrade the connection cannot make (HTTP/1.0, a request with a body) is not asked of
-    // the backend either.
-    let upgrade = match req.extensions().get::<OnUpgrade>() {
-        Some(_) => forward::upgrade_of(req.headers()),
-        None => None,
-    };
-    if upgrade.is_none() {
-        // Nor does the client's connection switch for what the backend is not asked.
-        OnUpgrade::take(&mut req);
-    }
-    forward::strip_hop_by_hop(req.headers_mut(), upgrade.as_ref());
+    // No hop-by-hop headers are here: HTTP/1.1's were dropped as the head was read (and an
+    // upgrade's put back only if the connection can make it), and HTTP/2 refuses them.
     // The route's request timeout runs from the request's arrival, authorization included.
     let deadline = rule.timeouts.as_ref().and_then(|t| t.request_ms).map(|ms| started + Duration::from_millis(ms));
     // The authorization service sees the request as the client sent it. Boxed: most routes

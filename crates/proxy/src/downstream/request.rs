@@ -6,9 +6,12 @@
 use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
-use http::{HeaderValue, Method, Request, StatusCode, Uri, Version, header};
+use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version, header};
 
-use crate::upstream::codec::{Chunk, Decoder, HeadCache, ends_chunked, merge_length};
+use crate::{
+    forward::hop_by_hop,
+    upstream::codec::{Chunk, Decoder, HeadCache, ends_chunked, merge_length},
+};
 
 /// Larger request heads are refused (431), and so are heads with more header fields.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -99,6 +102,12 @@ pub fn parse_request(buf: &mut BytesMut, cache: &mut HeadCache) -> Result<Option
     let (mut transfer_encoded, mut chunked) = (false, false);
     let (mut close, mut keep_alive_token, mut upgrade_token, mut upgrade) = (false, false, false, false);
     let (mut expect_continue, mut trailers) = (false, false);
+    // Hop-by-hop fields belong to the client's connection (RFC 9110 §7.6.1), and so do those
+    // its Connection names: they are not kept, so that nothing read or set later (by
+    // authorization, filters) can be named away by the client. What an upgrade asks of the
+    // backend is put back below, and `te: trailers`, which gRPC needs.
+    let mut named = Vec::new();
+    let mut protocol = None;
     for (i, &((n0, n1), (v0, v1))) in cache.spans.iter().enumerate() {
         let name = cache.names.get(i, &bytes[n0..n1]).map_err(|_| Refused::Header)?;
         let raw = &bytes[v0..v1];
@@ -109,9 +118,15 @@ pub fn parse_request(buf: &mut BytesMut, cache: &mut HeadCache) -> Result<Option
             chunked = ends_chunked(raw);
         } else if name == header::CONNECTION {
             for token in raw.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
-                upgrade_token |= token.eq_ignore_ascii_case(b"upgrade");
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive_token = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    upgrade_token = true;
+                } else if let Ok(n) = HeaderName::from_bytes(token) {
+                    named.push(n);
+                }
             }
         } else if name == header::UPGRADE {
             upgrade = true;
@@ -121,7 +136,16 @@ pub fn parse_request(buf: &mut BytesMut, cache: &mut HeadCache) -> Result<Option
             trailers |= raw.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
         }
         let value = HeaderValue::from_maybe_shared(bytes.slice(v0..v1)).map_err(|_| Refused::Header)?;
+        if hop_by_hop(&name).is_some() {
+            if name == header::UPGRADE && protocol.is_none() {
+                protocol = Some(value);
+            }
+            continue;
+        }
         headers.append(name, value);
+    }
+    for name in &named {
+        headers.remove(name);
     }
 
     let body = if transfer_encoded {
@@ -137,13 +161,23 @@ pub fn parse_request(buf: &mut BytesMut, cache: &mut HeadCache) -> Result<Option
             Some(n) => Decoder::Length(n),
         }
     };
+    // An upgrade the connection cannot make (HTTP/1.0, a request with a body) is not asked
+    // of the backend either.
+    let upgrade = upgrade && upgrade_token && !http10 && body == Decoder::Done;
+    if let Some(protocol) = protocol.filter(|_| upgrade) {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+    }
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     *request.method_mut() = method;
     *request.version_mut() = if http10 { Version::HTTP_10 } else { Version::HTTP_11 };
     Ok(Some(RequestHead {
         request,
         keep_alive: !close && (!http10 || keep_alive_token),
         expect_continue: expect_continue && !http10 && body != Decoder::Done,
-        upgrade: upgrade && upgrade_token && !http10 && body == Decoder::Done,
+        upgrade,
         trailers,
         body,
     }))
@@ -231,6 +265,27 @@ mod tests {
         assert!(head.expect_continue && head.trailers);
         let head = parse("GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n").unwrap().unwrap();
         assert!(!head.expect_continue, "no body, nothing to wait for");
+    }
+
+    #[test]
+    fn hop_by_hop_fields_stay_behind_but_for_an_upgrade_the_connection_can_make() {
+        let fields = |raw: &str| {
+            let head = parse(raw).unwrap().unwrap();
+            let mut fields: Vec<String> =
+                head.request.headers().iter().map(|(n, v)| format!("{n}: {}", v.to_str().unwrap())).collect();
+            fields.sort();
+            fields
+        };
+        let raw = "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\
+                   Keep-Alive: timeout=5\r\nProxy-Connection: x\r\nTE: gzip, trailers\r\nTrailer: X-T\r\n\r\n";
+        assert_eq!(fields(raw), ["host: a", "te: trailers"]);
+        let raw = "GET / HTTP/1.1\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: websocket\r\n\
+                   HTTP2-Settings: x\r\n\r\n";
+        assert_eq!(fields(raw), ["connection: upgrade", "upgrade: websocket"]);
+        // An upgrade the connection cannot make is not asked of the backend.
+        let raw = "POST / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\nContent-Length: 1\r\n\r\n";
+        assert_eq!(fields(raw), ["content-length: 1"]);
+        assert_eq!(fields("GET / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"), Vec::<String>::new());
     }
 
     #[test]
