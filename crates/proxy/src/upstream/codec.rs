@@ -104,40 +104,56 @@ pub enum RequestFraming {
 impl RequestFraming {
     /// For a body that is empty (`end`) or of `exact` length, or neither. An empty body is
     /// announced as `Content-Length: 0` where a body is expected, or where the client
-    /// announced one.
-    pub fn of(method: &Method, headers: &HeaderMap, end: bool, exact: Option<u64>) -> Self {
+    /// `announced` a length.
+    pub fn of(method: &Method, announced: bool, end: bool, exact: Option<u64>) -> Self {
         if end {
             let expected = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
-            return if expected || headers.contains_key(header::CONTENT_LENGTH) { Self::Length(0) } else { Self::None };
+            return if expected || announced { Self::Length(0) } else { Self::None };
         }
         exact.map_or(Self::Chunked, Self::Length)
     }
 }
 
+/// A request head as written: how its body goes, and whether it asks to switch protocols.
+pub struct EncodedRequest {
+    pub framing: RequestFraming,
+    pub upgrade: bool,
+}
+
 /// Appends the request head: `target` in origin form, every header but the framing ones
-/// (the body's own framing replaces them) and `te` (HTTP/1.1 needs none from us), and
-/// `host` when the request carries no Host.
+/// (the body's own framing, from `end` and `exact` as [`RequestFraming::of`] takes them,
+/// replaces them) and `te` (HTTP/1.1 needs none from us), and `host` when the request
+/// carries no Host. What it needs to know of the headers is learnt in the one pass that
+/// writes them.
 pub fn encode_request(
     buf: &mut BytesMut,
     method: &Method,
     target: &str,
     headers: &HeaderMap,
     host: &str,
-    framing: RequestFraming,
-) {
+    end: bool,
+    exact: Option<u64>,
+) -> EncodedRequest {
     buf.reserve(64 + target.len() + headers.len() * 32);
     buf.put_slice(method.as_str().as_bytes());
     buf.put_u8(b' ');
     buf.put_slice(target.as_bytes());
     buf.put_slice(b" HTTP/1.1\r\n");
-    if !headers.contains_key(header::HOST) {
-        put_field(buf, b"host", host.as_bytes());
-    }
+    let (mut has_host, mut announced, mut upgrade) = (false, false, false);
     for (name, value) in headers {
-        if name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING && name != header::TE {
+        if name == header::CONTENT_LENGTH {
+            announced = true;
+        } else if name != header::TRANSFER_ENCODING && name != header::TE {
+            has_host |= name == header::HOST;
+            // Hop-by-hop headers were removed but for an upgrade's.
+            upgrade |= name == header::UPGRADE;
             put_field(buf, name.as_str().as_bytes(), value.as_bytes());
         }
     }
+    if !has_host {
+        put_field(buf, b"host", host.as_bytes());
+    }
+    let framing = RequestFraming::of(method, announced, end, exact);
     match framing {
         RequestFraming::None => {}
         RequestFraming::Length(n) => {
@@ -148,6 +164,7 @@ pub fn encode_request(
         RequestFraming::Chunked => buf.put_slice(b"transfer-encoding: chunked\r\n"),
     }
     buf.put_slice(b"\r\n");
+    EncodedRequest { framing, upgrade }
 }
 
 pub(crate) fn put_field(buf: &mut BytesMut, name: &[u8], value: &[u8]) {
@@ -513,15 +530,19 @@ mod tests {
         headers.append("x-a", HeaderValue::from_static("1"));
         headers.append("x-a", HeaderValue::from_static("2"));
         let mut buf = BytesMut::new();
-        encode_request(&mut buf, &Method::POST, "/p?q=1", &headers, "10.0.0.1:80", RequestFraming::Chunked);
+        let encoded = encode_request(&mut buf, &Method::POST, "/p?q=1", &headers, "10.0.0.1:80", false, None);
         assert_eq!(
             buf,
             "POST /p?q=1 HTTP/1.1\r\nhost: example.com\r\nx-a: 1\r\nx-a: 2\r\ntransfer-encoding: chunked\r\n\r\n"
         );
+        assert!(encoded.framing == RequestFraming::Chunked && !encoded.upgrade);
 
         let mut buf = BytesMut::new();
-        encode_request(&mut buf, &Method::GET, "/", &HeaderMap::new(), "10.0.0.1:80", RequestFraming::Length(12));
-        assert_eq!(buf, "GET / HTTP/1.1\r\nhost: 10.0.0.1:80\r\ncontent-length: 12\r\n\r\n");
+        headers.clear();
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        let encoded = encode_request(&mut buf, &Method::GET, "/", &headers, "10.0.0.1:80", false, Some(12));
+        assert_eq!(buf, "GET / HTTP/1.1\r\nupgrade: websocket\r\nhost: 10.0.0.1:80\r\ncontent-length: 12\r\n\r\n");
+        assert!(encoded.framing == RequestFraming::Length(12) && encoded.upgrade);
     }
 
     #[test]
@@ -540,14 +561,11 @@ mod tests {
 
     #[test]
     fn empty_bodies_are_announced_only_where_one_is_expected() {
-        let none = HeaderMap::new();
-        let mut announced = HeaderMap::new();
-        announced.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-        assert_eq!(RequestFraming::of(&Method::GET, &none, true, Some(0)), RequestFraming::None);
-        assert_eq!(RequestFraming::of(&Method::GET, &announced, true, Some(0)), RequestFraming::Length(0));
-        assert_eq!(RequestFraming::of(&Method::POST, &none, true, Some(0)), RequestFraming::Length(0));
-        assert_eq!(RequestFraming::of(&Method::POST, &none, false, Some(5)), RequestFraming::Length(5));
-        assert_eq!(RequestFraming::of(&Method::POST, &none, false, None), RequestFraming::Chunked);
+        assert_eq!(RequestFraming::of(&Method::GET, false, true, Some(0)), RequestFraming::None);
+        assert_eq!(RequestFraming::of(&Method::GET, true, true, Some(0)), RequestFraming::Length(0));
+        assert_eq!(RequestFraming::of(&Method::POST, false, true, Some(0)), RequestFraming::Length(0));
+        assert_eq!(RequestFraming::of(&Method::POST, false, false, Some(5)), RequestFraming::Length(5));
+        assert_eq!(RequestFraming::of(&Method::POST, false, false, None), RequestFraming::Chunked);
     }
 
     #[test]

@@ -313,17 +313,17 @@ impl Http1Request {
     /// `authority` is the Host for a request that has none.
     fn new(req: Request<UpstreamBody>, authority: &Authority) -> Self {
         let (parts, body) = req.into_parts();
-        let framing = RequestFraming::of(&parts.method, &parts.headers, body.is_end_stream(), body.size_hint().exact());
         let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
         let mut head = BytesMut::new();
-        codec::encode_request(&mut head, &parts.method, target, &parts.headers, authority.as_str(), framing);
+        let (end, exact) = (body.is_end_stream(), body.size_hint().exact());
+        let encoded =
+            codec::encode_request(&mut head, &parts.method, target, &parts.headers, authority.as_str(), end, exact);
         Self {
             head: head.freeze(),
             body,
-            framing,
+            framing: encoded.framing,
             is_head: parts.method == Method::HEAD,
-            // Hop-by-hop headers were removed but for an upgrade's.
-            upgrade: parts.headers.contains_key(header::UPGRADE),
+            upgrade: encoded.upgrade,
             idempotent: parts.method.is_idempotent(),
         }
     }
