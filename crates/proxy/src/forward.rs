@@ -1,5 +1,6 @@
-//! Forwarding to a backend: the upstream request (hop-by-hop headers out, X-Forwarded-* in),
-//! retries with backoff, timeouts, request mirroring, and WebSocket upgrades.
+//! Forwarding to a backend: the upstream request (X-Forwarded-* in), retries with backoff,
+//! timeouts, request mirroring, and WebSocket upgrades. Hop-by-hop headers never get here:
+//! the HTTP/1.1 parsers drop them on both sides, and HTTP/2 refuses them.
 
 use std::{
     pin::Pin,
@@ -130,8 +131,6 @@ pub async fn forward(
         let (parts, _) = response.into_parts();
         return Ok(Response::from_parts(parts, empty()));
     }
-    // No hop-by-hop headers came: HTTP/1.1's were dropped as the head was read, and HTTP/2
-    // refuses them.
     for f in rule.filters.iter().chain(&choice.filters) {
         if let HttpFilter::ResponseHeaders(m) = f {
             modify_headers(response.headers_mut(), m);
@@ -328,8 +327,8 @@ pub(crate) fn hop_by_hop(name: &HeaderName) -> Option<usize> {
     HOP_BY_HOP.iter().position(|h| h.as_str() == name)
 }
 
-/// Removes hop-by-hop headers, those named in `Connection` too, keeping `te: trailers`,
-/// which gRPC requires over HTTP/2.
+/// Removes hop-by-hop headers, and those named in `Connection`, from an answer made of
+/// headers another service chose (ExternalAuth denials).
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Which hop-by-hop names are present, in one pass over the names: most messages carry
     // none, or only `connection`.
@@ -342,11 +341,6 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !present.contains(&true) {
         return;
     }
-    let trailers = headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
     // Names the Connection header lists besides those removed anyway (and its `close`).
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -362,9 +356,6 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     for name in &named {
         headers.remove(name);
-    }
-    if trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 

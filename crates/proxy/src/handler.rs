@@ -194,8 +194,6 @@ async fn run_rule(
         Some(cors) => cors.allowed_origin(req.headers()),
         None => None,
     };
-    // No hop-by-hop headers are here: HTTP/1.1's were dropped as the head was read (and an
-    // upgrade's put back only if the connection can make it), and HTTP/2 refuses them.
     // The route's request timeout runs from the request's arrival, authorization included.
     let deadline = rule.timeouts.as_ref().and_then(|t| t.request_ms).map(|ms| started + Duration::from_millis(ms));
     // The authorization service sees the request as the client sent it. Boxed: most routes

@@ -104,8 +104,9 @@ pub fn parse_request(buf: &mut BytesMut, cache: &mut HeadCache) -> Result<Option
     let (mut expect_continue, mut trailers) = (false, false);
     // Hop-by-hop fields belong to the client's connection (RFC 9110 §7.6.1), and so do those
     // its Connection names: they are not kept, so that nothing read or set later (by
-    // authorization, filters) can be named away by the client. What an upgrade asks of the
-    // backend is put back below, and `te: trailers`, which gRPC needs.
+    // routing, authorization, filters) can be named away by the client. Routes therefore
+    // match on the request as it will be forwarded, as Envoy's do. What an upgrade asks of
+    // the backend is put back below, and `te: trailers`, which gRPC needs.
     let mut named = Vec::new();
     let mut protocol = None;
     for (i, &((n0, n1), (v0, v1))) in cache.spans.iter().enumerate() {

@@ -62,8 +62,10 @@ pub(crate) type FieldSpan = ((usize, usize), (usize, usize));
 #[derive(Default)]
 pub(crate) struct Names(Vec<(Box<[u8]>, HeaderName)>);
 
-/// Fields past this many in a head are parsed every time.
+/// Fields past this many in a head, and names longer than this, are parsed every time: a
+/// client cannot make a connection hold much.
 const REMEMBERED_NAMES: usize = 32;
+const REMEMBERED_NAME_LEN: usize = 64;
 
 impl HeadCache {
     /// Notes where `fields` lie in the head that starts at `base`.
@@ -83,8 +85,17 @@ impl Names {
             return Ok(name.clone());
         }
         let name = HeaderName::from_bytes(raw)?;
-        if i < self.0.len() {
-            self.0[i] = (raw.into(), name.clone());
+        if raw.len() > REMEMBERED_NAME_LEN {
+            return Ok(name);
+        }
+        if let Some((seen, known)) = self.0.get_mut(i) {
+            // Overwritten in place when the length allows: no allocation.
+            if seen.len() == raw.len() {
+                seen.copy_from_slice(raw);
+            } else {
+                *seen = raw.into();
+            }
+            *known = name.clone();
         } else if i == self.0.len() && i < REMEMBERED_NAMES {
             self.0.push((raw.into(), name.clone()));
         }
@@ -145,7 +156,7 @@ pub fn encode_request(
             announced = true;
         } else if name != header::TRANSFER_ENCODING && name != header::TE {
             has_host |= name == header::HOST;
-            // Hop-by-hop headers were removed but for an upgrade's.
+            // Only a client connection that can switch keeps Upgrade (`downstream::request`).
             upgrade |= name == header::UPGRADE;
             put_field(buf, name.as_str().as_bytes(), value.as_bytes());
         }
@@ -595,6 +606,11 @@ mod tests {
         let second = "HTTP/1.1 200 OK\r\nX-ID: 2\r\nserver: b\r\nX-Other: 3\r\nContent-Length: 0\r\n\r\n";
         assert_eq!(next(second), ["x-id=2", "server=b", "x-other=3", "content-length=0"]);
         assert_eq!(next("HTTP/1.1 204 No Content\r\nX-Id: 4\r\n\r\n"), ["x-id=4"]);
+        // Long names are not remembered, and read the same.
+        let long = "X".repeat(REMEMBERED_NAME_LEN + 1);
+        let raw = format!("HTTP/1.1 204 No Content\r\n{long}: 5\r\n\r\n");
+        assert_eq!(next(&raw), [format!("{}=5", long.to_lowercase())]);
+        assert_eq!(next(&raw), [format!("{}=5", long.to_lowercase())]);
         // An invalid name is refused even where a valid one stood before.
         let bad = "HTTP/1.1 200 OK\r\nX-Id\x7f: 5\r\n\r\n";
         assert!(parse_response(&mut BytesMut::from(bad), &mut cache, false, false).is_err());
