@@ -4,9 +4,11 @@
 //! signal whenever its task is polled: an atomic load and a waker registration, cheaper on
 //! every request than a watch channel.
 //!
-//! The same sweep ends HTTP/1.1 connections that wait too long for a request head, whether
-//! idle between requests or sent one byte at a time: a connection marks when it starts and
-//! stops waiting (an atomic store each), and the socket counts its sweeps once a second.
+//! The same sweep ends connections that wait too long for a request head, whether idle
+//! between requests or sent one byte at a time: a connection marks when it starts and stops
+//! waiting (an atomic store each), and the socket counts its sweeps once a second. HTTP/1.1
+//! may wait 10 s; HTTP/2, whose clients keep connections for later calls, a minute with no
+//! stream open (nginx's `client_header_timeout`), which also bounds a head sent slowly.
 //! A timer per request (as hyper's header timeout was) cost 5% of a proxied request's
 //! instructions.
 
@@ -14,7 +16,7 @@ use std::{
     pin::{Pin, pin},
     sync::{
         Arc, Weak,
-        atomic::{AtomicBool, AtomicU8, Ordering},
+        atomic::{AtomicU8, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -28,9 +30,11 @@ const DRAINING: u8 = 1;
 const KILLED: u8 = 2;
 
 /// How often a socket sweeps its connections, and how many sweeps one may wait through for
-/// a request head: it is ended after 9 to 10 s.
+/// a request head: an HTTP/1.1 connection is ended after 9 to 10 s, an HTTP/2 one after a
+/// minute.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
-const HEAD_WAIT_SWEEPS: u8 = 10;
+pub const HTTP1_HEAD_WAIT_SWEEPS: u8 = 10;
+pub const HTTP2_IDLE_SWEEPS: u8 = 60;
 /// Not waiting for a request head (or not HTTP/1.1).
 const NOT_WAITING: u8 = u8::MAX;
 /// Waited too long: being ended, whatever arrives now.
@@ -42,8 +46,9 @@ struct Signal {
     waker: AtomicWaker,
     /// Sweeps seen while waiting for a request head, or [`NOT_WAITING`].
     head_wait: AtomicU8,
-    /// Whether the connection speaks HTTP/1.1, whose waits for heads are counted.
-    watched: AtomicBool,
+    /// How many sweeps it may wait through; 0 while its waits are not counted (before the
+    /// protocol is known, and for byte streams).
+    head_wait_limit: AtomicU8,
 }
 
 impl Signal {
@@ -83,7 +88,7 @@ impl Conns {
             state: AtomicU8::new(RUNNING),
             waker: AtomicWaker::new(),
             head_wait: AtomicU8::new(NOT_WAITING),
-            watched: AtomicBool::new(false),
+            head_wait_limit: AtomicU8::new(0),
         });
         if self.signals.len() >= self.prune_at {
             self.signals.retain(|s| s.strong_count() > 0);
@@ -116,7 +121,7 @@ impl Conns {
     }
 
     /// Counts one more sweep for every connection waiting for a request head, and ends
-    /// those that have waited through [`HEAD_WAIT_SWEEPS`].
+    /// those that have waited through as many as their protocol allows.
     pub fn sweep(&mut self) {
         self.signals.retain(|s| s.strong_count() > 0);
         for signal in self.signals.iter().filter_map(Weak::upgrade) {
@@ -125,7 +130,8 @@ impl Conns {
                 continue;
             }
             // Either exchange loses to a head arriving meanwhile: then it is not waiting.
-            let next = if seen + 1 >= HEAD_WAIT_SWEEPS { ENDED } else { seen + 1 };
+            let limit = signal.head_wait_limit.load(Ordering::Relaxed);
+            let next = if seen + 1 >= limit { ENDED } else { seen + 1 };
             if signal.head_wait.compare_exchange(seen, next, Ordering::Relaxed, Ordering::Relaxed).is_ok()
                 && next == ENDED
             {
@@ -148,16 +154,16 @@ impl Default for Conns {
 }
 
 impl ConnGuard {
-    /// Counts this connection's waits for request heads from now on (HTTP/1.1), starting
-    /// with the first.
-    pub fn watch_heads(&self) {
-        self.signal.watched.store(true, Ordering::Relaxed);
+    /// Counts this connection's waits for request heads from now on, each allowed `sweeps`
+    /// sweeps, starting with the first.
+    pub fn watch_heads(&self, sweeps: u8) {
+        self.signal.head_wait_limit.store(sweeps.clamp(1, ENDED - 1), Ordering::Relaxed);
         self.awaiting_head();
     }
 
     /// The connection waits for the next request head.
     pub fn awaiting_head(&self) {
-        if self.signal.watched.load(Ordering::Relaxed) {
+        if self.signal.head_wait_limit.load(Ordering::Relaxed) != 0 {
             self.signal.head_wait.store(0, Ordering::Relaxed);
         }
     }
@@ -232,9 +238,9 @@ mod tests {
     #[test]
     fn a_connection_waiting_through_ten_sweeps_for_a_head_is_ended() {
         let mut conns = Conns::new();
-        let (http1, http2) = (conns.guard(), conns.guard());
-        http1.watch_heads();
-        for _ in 0..HEAD_WAIT_SWEEPS - 1 {
+        let (http1, unwatched) = (conns.guard(), conns.guard());
+        http1.watch_heads(HTTP1_HEAD_WAIT_SWEEPS);
+        for _ in 0..HTTP1_HEAD_WAIT_SWEEPS - 1 {
             conns.sweep();
         }
         assert_eq!(state(&http1), RUNNING, "not yet");
@@ -242,7 +248,7 @@ mod tests {
         http1.head_arrived();
         conns.sweep();
         http1.awaiting_head();
-        for _ in 0..HEAD_WAIT_SWEEPS - 1 {
+        for _ in 0..HTTP1_HEAD_WAIT_SWEEPS - 1 {
             conns.sweep();
         }
         assert_eq!(state(&http1), RUNNING);
@@ -252,18 +258,27 @@ mod tests {
         assert!(!http1.head_arrived());
         // Writing restarts the count of a connection waiting for a head.
         let slow_reader = conns.guard();
-        slow_reader.watch_heads();
-        for _ in 0..HEAD_WAIT_SWEEPS * 2 {
+        slow_reader.watch_heads(HTTP1_HEAD_WAIT_SWEEPS);
+        for _ in 0..HTTP1_HEAD_WAIT_SWEEPS * 2 {
             conns.sweep();
             slow_reader.progressed();
         }
         assert_eq!(state(&slow_reader), RUNNING);
         assert!(slow_reader.head_arrived());
-        // HTTP/2 connections are not counted, even when told they wait.
-        http2.awaiting_head();
-        for _ in 0..HEAD_WAIT_SWEEPS * 2 {
+        // Connections not watched (byte streams) are not counted, even when told they wait.
+        unwatched.awaiting_head();
+        for _ in 0..HTTP2_IDLE_SWEEPS * 2 {
+            conns.sweep();
+        }
+        assert_eq!(state(&unwatched), RUNNING);
+        // HTTP/2 connections wait longer.
+        let http2 = conns.guard();
+        http2.watch_heads(HTTP2_IDLE_SWEEPS);
+        for _ in 0..HTTP2_IDLE_SWEEPS - 1 {
             conns.sweep();
         }
         assert_eq!(state(&http2), RUNNING);
+        conns.sweep();
+        assert_eq!(state(&http2), KILLED);
     }
 }

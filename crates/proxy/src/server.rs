@@ -5,10 +5,21 @@
 //! listeners by the ClientHello's SNI. A stopped socket stops accepting at once and lets
 //! its connections finish, up to a deadline.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use hyper::{server::conn::http2, service::service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::{
@@ -19,10 +30,10 @@ use tokio::{
 use translate::ir::{BindProtocol, ListenerProtocol};
 
 use crate::{
-    Shared,
+    Body, BoxError, Shared,
     config::BindConfig,
     downstream::{self, RequestBody},
-    drain::{ConnGuard, Conns, SWEEP_INTERVAL},
+    drain::{ConnGuard, Conns, HTTP1_HEAD_WAIT_SWEEPS, HTTP2_IDLE_SWEEPS, SWEEP_INTERVAL},
     handler,
     rewind::{H2_PREFACE, Rewind, first_bytes},
     stream::{self, StreamConfig},
@@ -86,16 +97,81 @@ impl HttpServer {
         let guard = conn.guard.clone();
         if prefix.starts_with(H2_PREFACE) {
             let io = TokioIo::new(Rewind::new(prefix, io));
+            guard.watch_heads(HTTP2_IDLE_SWEEPS);
+            let streams = Arc::new(Streams { open: AtomicUsize::new(0), guard: guard.clone() });
             let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let open = streams.open();
                 // Each request runs to completion on the configuration current when it arrived.
-                handler::handle(req.map(RequestBody::Http2), state.load().config.clone(), conn.clone(), shared.clone())
+                let handling = handler::handle(
+                    req.map(RequestBody::Http2),
+                    state.load().config.clone(),
+                    conn.clone(),
+                    shared.clone(),
+                );
+                async move {
+                    let Ok(response) = handling.await;
+                    Ok::<_, Infallible>(response.map(|body| Tracked { body, _open: open }))
+                }
             });
             guard.serve(self.http2.serve_connection(io, svc), |c| c.graceful_shutdown()).await;
         } else {
-            guard.watch_heads();
+            guard.watch_heads(HTTP1_HEAD_WAIT_SWEEPS);
             // The loop itself stops taking requests when the drain begins.
             guard.serve(downstream::http1::serve(Box::new(io), prefix, conn, state, shared), |_| {}).await;
         }
+    }
+}
+
+/// An HTTP/2 connection's open streams. While none is, the connection counts as waiting for
+/// a request head (see `drain.rs`), whatever else the client sends (pings, a head slowly):
+/// hyper's server has no idle or header timeout of its own.
+struct Streams {
+    open: AtomicUsize,
+    guard: ConnGuard,
+}
+
+impl Streams {
+    fn open(self: &Arc<Self>) -> OpenStream {
+        if self.open.fetch_add(1, Ordering::Relaxed) == 0 {
+            // Too late if the sweep has just ended the connection: it closes either way.
+            let _ = self.guard.head_arrived();
+        }
+        OpenStream(self.clone())
+    }
+}
+
+/// A stream from its request head until its response body is done with (or the request
+/// dropped before it had one).
+struct OpenStream(Arc<Streams>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.guard.awaiting_head();
+        }
+    }
+}
+
+/// A response body that keeps its stream counted as open.
+struct Tracked {
+    body: Body,
+    _open: OpenStream,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -161,6 +161,44 @@ async fn a_client_that_stalls_in_the_h2_preface_is_disconnected() {
     assert!(!reply.timed_out, "a connection stalled in the h2 preface was held for {:?}", started.elapsed());
 }
 
+/// hyper's HTTP/2 server has no idle or header timeout: a connection with no stream open is
+/// ended by the socket's sweep after a minute, even from a client that answers every ping,
+/// and so is one whose head never ends.
+#[tokio::test]
+async fn an_http2_connection_with_no_stream_open_is_ended_after_a_minute() {
+    let (_gw, proxy, public_seen, _) = setup().await;
+    // A real HTTP/2 client (it answers the gateway's pings), idle after one request.
+    let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let idle = tokio::spawn(connection);
+    let request = http::Request::get(format!("http://example.com:{}/public/ok", proxy.port()))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = tokio::time::timeout(PATIENCE, sender.send_request(request)).await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    drop(response);
+    // A HEADERS frame on stream 1 without END_HEADERS: the rest of the head never comes.
+    let mut slow = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let frames: [&[u8]; 3] =
+        [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", &[0, 0, 0, 4, 0, 0, 0, 0, 0], &[0, 0, 1, 1, 0, 0, 0, 0, 1, 0x82]];
+    slow.write_all(&frames.concat()).await.unwrap();
+    let started = Instant::now();
+    still_serving(proxy).await;
+    let (idle, slow) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(75), idle),
+        read_until_closed(&mut slow, Duration::from_secs(75)),
+    );
+    assert!(idle.is_ok() && slow.closed, "held for {:?}: {slow:?}", started.elapsed());
+    // Not cut off early: clients keep HTTP/2 connections for calls to come.
+    assert!(started.elapsed() >= Duration::from_secs(50), "ended after {:?}", started.elapsed());
+    drop(sender);
+    still_serving(proxy).await;
+    nothing_forwarded(&public_seen, "a head that never ended");
+}
+
 #[tokio::test]
 async fn dot_segments_are_resolved_before_routing() {
     let (_gw, proxy, public_seen, admin_seen) = setup().await;
