@@ -97,9 +97,9 @@ async fn check_http(
         tracing::debug!(endpoint = %pool.endpoint(), "authorization request failed: {e}");
         Refusal::UpstreamFailed
     })?;
-    let (mut parts, answer_body) = answer.into_parts();
+    let (parts, answer_body) = answer.into_parts();
     if parts.status != StatusCode::OK {
-        strip_hop_by_hop(&mut parts.headers);
+        // Its hop-by-hop headers were dropped as it was read, as any backend's answer's.
         return Ok(Some(Response::from_parts(parts, answer_body.map_err(Into::into).boxed_unsync())));
     }
     grant(&parts.headers, req.headers_mut(), &auth.allowed_response_headers);

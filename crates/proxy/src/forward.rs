@@ -25,6 +25,7 @@ use crate::{
     metrics::StreamCounters,
     respond::{Refusal, empty},
     stream,
+    upstream::codec::ConnectionOptions,
 };
 
 /// Bodies up to this size are kept so that a failed attempt can be retried.
@@ -327,8 +328,9 @@ pub(crate) fn hop_by_hop(name: &HeaderName) -> Option<usize> {
     HOP_BY_HOP.iter().position(|h| h.as_str() == name)
 }
 
-/// Removes hop-by-hop headers, and those named in `Connection`, from an answer made of
-/// headers another service chose (ExternalAuth denials).
+/// Removes hop-by-hop headers, and those named in `Connection`, from an answer whose headers
+/// an authorization service chose (`ext_authz` denials); the parsers drop them from
+/// everything read off the wire.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Which hop-by-hop names are present, in one pass over the names: most messages carry
     // none, or only `connection`.
@@ -341,22 +343,14 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !present.contains(&true) {
         return;
     }
-    // Names the Connection header lists besides those removed anyway (and its `close`).
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|n| !n.eq_ignore_ascii_case("close") && !HOP_BY_HOP.iter().any(|h| n.eq_ignore_ascii_case(h.as_str())))
-        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
-        .collect();
+    let mut connection = ConnectionOptions::default();
+    for value in headers.get_all(header::CONNECTION) {
+        connection.read(value.as_bytes());
+    }
     for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, here)| *here) {
         headers.remove(name);
     }
-    for name in &named {
-        headers.remove(name);
-    }
+    connection.remove_named(headers);
 }
 
 // Const items, so that the names are checked when compiling, not on every request.

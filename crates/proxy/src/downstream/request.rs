@@ -6,11 +6,11 @@
 use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
-use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version, header};
+use http::{HeaderValue, Method, Request, StatusCode, Uri, Version, header};
 
 use crate::{
     forward::hop_by_hop,
-    upstream::codec::{Chunk, Decoder, HeadCache, ends_chunked, merge_length},
+    upstream::codec::{Chunk, ConnectionOptions, Decoder, HeadCache, ends_chunked, merge_length},
 };
 
 /// Larger request heads are refused (431), and so are heads with more header fields.
@@ -100,14 +100,14 @@ pub fn parse_request(buf: &mut BytesMut, cache: &mut HeadCache) -> Result<Option
     headers.reserve(cache.spans.len() + 3);
     let mut length: Option<u64> = None;
     let (mut transfer_encoded, mut chunked) = (false, false);
-    let (mut close, mut keep_alive_token, mut upgrade_token, mut upgrade) = (false, false, false, false);
+    let mut connection = ConnectionOptions::default();
+    let mut upgrade = false;
     let (mut expect_continue, mut trailers) = (false, false);
     // Hop-by-hop fields belong to the client's connection (RFC 9110 §7.6.1), and so do those
     // its Connection names: they are not kept, so that nothing read or set later (by
     // routing, authorization, filters) can be named away by the client. Routes therefore
     // match on the request as it will be forwarded, as Envoy's do. What an upgrade asks of
     // the backend is put back below, and `te: trailers`, which gRPC needs.
-    let mut named = Vec::new();
     let mut protocol = None;
     for (i, &((n0, n1), (v0, v1))) in cache.spans.iter().enumerate() {
         let name = cache.names.get(i, &bytes[n0..n1]).map_err(|_| Refused::Header)?;
@@ -118,17 +118,7 @@ pub fn parse_request(buf: &mut BytesMut, cache: &mut HeadCache) -> Result<Option
             transfer_encoded = true;
             chunked = ends_chunked(raw);
         } else if name == header::CONNECTION {
-            for token in raw.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive_token = true;
-                } else if token.eq_ignore_ascii_case(b"upgrade") {
-                    upgrade_token = true;
-                } else if let Ok(n) = HeaderName::from_bytes(token) {
-                    named.push(n);
-                }
-            }
+            connection.read(raw);
         } else if name == header::UPGRADE {
             upgrade = true;
         } else if name == header::EXPECT {
@@ -145,9 +135,7 @@ pub fn parse_request(buf: &mut BytesMut, cache: &mut HeadCache) -> Result<Option
         }
         headers.append(name, value);
     }
-    for name in &named {
-        headers.remove(name);
-    }
+    connection.remove_named(headers);
 
     let body = if transfer_encoded {
         // Both framings, a coding we cannot end, or HTTP/1.0 (which has no chunked coding):
@@ -164,7 +152,7 @@ pub fn parse_request(buf: &mut BytesMut, cache: &mut HeadCache) -> Result<Option
     };
     // An upgrade the connection cannot make (HTTP/1.0, a request with a body) is not asked
     // of the backend either.
-    let upgrade = upgrade && upgrade_token && !http10 && body == Decoder::Done;
+    let upgrade = upgrade && connection.upgrade && !http10 && body == Decoder::Done;
     if let Some(protocol) = protocol.filter(|_| upgrade) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol);
@@ -176,7 +164,7 @@ pub fn parse_request(buf: &mut BytesMut, cache: &mut HeadCache) -> Result<Option
     *request.version_mut() = if http10 { Version::HTTP_10 } else { Version::HTTP_11 };
     Ok(Some(RequestHead {
         request,
-        keep_alive: !close && (!http10 || keep_alive_token),
+        keep_alive: !connection.close && (!http10 || connection.keep_alive),
         expect_continue: expect_continue && !http10 && body != Decoder::Done,
         upgrade,
         trailers,

@@ -103,6 +103,40 @@ impl Names {
     }
 }
 
+/// What a message's Connection fields say: its options, and the other fields they name,
+/// which belong to this connection only (RFC 9110 §7.6.1).
+#[derive(Default)]
+pub(crate) struct ConnectionOptions {
+    pub close: bool,
+    pub keep_alive: bool,
+    pub upgrade: bool,
+    pub named: Vec<HeaderName>,
+}
+
+impl ConnectionOptions {
+    /// Reads one Connection field's value.
+    pub fn read(&mut self, raw: &[u8]) {
+        for token in raw.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if token.eq_ignore_ascii_case(b"upgrade") {
+                self.upgrade = true;
+            } else if let Ok(name) = HeaderName::from_bytes(token) {
+                self.named.push(name);
+            }
+        }
+    }
+
+    /// Removes the fields they name from `headers`.
+    pub fn remove_named(&self, headers: &mut HeaderMap) {
+        for name in &self.named {
+            headers.remove(name);
+        }
+    }
+}
+
 /// How a request body goes on the wire.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum RequestFraming {
@@ -273,8 +307,8 @@ pub fn parse_response(
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     let mut headers = HeaderMap::with_capacity(cache.spans.len());
     let mut length: Option<u64> = None;
-    let (mut chunked, mut transfer_encoded, mut close, mut keep_alive_token) = (false, false, false, false);
-    let mut named = Vec::new();
+    let (mut chunked, mut transfer_encoded) = (false, false);
+    let mut connection = ConnectionOptions::default();
     for (i, &((n0, n1), (v0, v1))) in cache.spans.iter().enumerate() {
         let name = cache.names.get(i, &bytes[n0..n1]).map_err(|_| Malformed::HeaderName)?;
         let raw = &bytes[v0..v1];
@@ -284,15 +318,7 @@ pub fn parse_response(
             transfer_encoded = true;
             chunked = ends_chunked(raw);
         } else if name == header::CONNECTION {
-            for token in raw.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive_token = true;
-                } else if let Ok(n) = HeaderName::from_bytes(token) {
-                    named.push(n);
-                }
-            }
+            connection.read(raw);
         }
         if !switching && hop_by_hop(&name).is_some() {
             continue;
@@ -302,9 +328,7 @@ pub fn parse_response(
     }
 
     if !switching {
-        for name in &named {
-            headers.remove(name);
-        }
+        connection.remove_named(&mut headers);
     }
     let bodiless =
         head || status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
@@ -328,8 +352,8 @@ pub fn parse_response(
     // ask to keep it (or frames by chunks, which 1.0 does not have), if the body runs to the
     // close, if both headers frame it (something is confused: no second exchange), or if the
     // protocol switches.
-    let ends = close
-        || (http10 && (!keep_alive_token || transfer_encoded))
+    let ends = connection.close
+        || (http10 && (!connection.keep_alive || transfer_encoded))
         || body == Decoder::Eof
         || (transfer_encoded && length.is_some())
         || status == StatusCode::SWITCHING_PROTOCOLS;
@@ -512,7 +536,12 @@ mod tests {
     use super::*;
 
     fn parse(raw: &str) -> Result<Option<ResponseHead>, Malformed> {
-        parse_response(&mut BytesMut::from(raw), &mut HeadCache::default(), false, false)
+        parse_as(raw, false, false)
+    }
+
+    /// A response to a HEAD request (`head`), or to one asking to switch (`upgrade`).
+    fn parse_as(raw: &str, head: bool, upgrade: bool) -> Result<Option<ResponseHead>, Malformed> {
+        parse_response(&mut BytesMut::from(raw), &mut HeadCache::default(), head, upgrade)
     }
 
     fn decode_all(decoder: &mut Decoder, raw: &[u8]) -> Result<(Vec<u8>, Option<HeaderMap>), Malformed> {
@@ -625,12 +654,7 @@ mod tests {
         assert_eq!(body("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"), Decoder::Done);
         assert_eq!(body("HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n"), Decoder::Done);
         assert_eq!(body("HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n"), Decoder::Length(7));
-        let head = parse_response(
-            &mut BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"),
-            &mut HeadCache::default(),
-            true,
-            false,
-        );
+        let head = parse_as("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true, false);
         assert_eq!(head.unwrap().unwrap().body, Decoder::Done, "a response to HEAD has no body");
 
         let both =
@@ -658,15 +682,7 @@ mod tests {
         assert!(matches!(parse(&huge), Err(Malformed::HeadTooLarge)));
         let many = format!("HTTP/1.1 200 OK\r\n{}\r\n", "X: a\r\n".repeat(MAX_HEADERS + 1));
         assert!(parse(&many).is_err());
-        assert!(
-            parse_response(
-                &mut BytesMut::from("HTTP/1.1 101 Switching Protocols\r\n\r\n"),
-                &mut HeadCache::default(),
-                false,
-                true
-            )
-            .is_ok()
-        );
+        assert!(parse_as("HTTP/1.1 101 Switching Protocols\r\n\r\n", false, true).is_ok());
     }
 
     #[test]
@@ -677,7 +693,7 @@ mod tests {
         names.sort_unstable();
         assert_eq!(names, ["content-length", "x-end"]);
         let raw = "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
-        let head = parse_response(&mut BytesMut::from(raw), &mut HeadCache::default(), false, true).unwrap().unwrap();
+        let head = parse_as(raw, false, true).unwrap().unwrap();
         assert_eq!(head.headers["connection"], "upgrade");
         assert_eq!(head.headers["upgrade"], "websocket");
     }
