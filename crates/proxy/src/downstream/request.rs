@@ -8,10 +8,7 @@ use std::mem::MaybeUninit;
 use bytes::BytesMut;
 use http::{HeaderValue, Method, Request, StatusCode, Uri, Version, header};
 
-use crate::{
-    forward::hop_by_hop,
-    upstream::codec::{Chunk, ConnectionOptions, Decoder, HeadCache, ends_chunked, merge_length},
-};
+use crate::upstream::codec::{Chunk, ConnectionOptions, Decoder, Field, HeadCache, ends_chunked, merge_length};
 
 /// Larger request heads are refused (431), and so are heads with more header fields.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -110,25 +107,25 @@ pub fn parse_request(buf: &mut BytesMut, cache: &mut HeadCache) -> Result<Option
     // the backend is put back below, and `te: trailers`, which gRPC needs.
     let mut protocol = None;
     for (i, &((n0, n1), (v0, v1))) in cache.spans.iter().enumerate() {
-        let name = cache.names.get(i, &bytes[n0..n1]).map_err(|_| Refused::Header)?;
+        let (name, field) = cache.names.get(i, &bytes[n0..n1]).map_err(|_| Refused::Header)?;
         let raw = &bytes[v0..v1];
-        if name == header::CONTENT_LENGTH {
-            merge_length(&mut length, raw).ok_or(Refused::ContentLength)?;
-        } else if name == header::TRANSFER_ENCODING {
-            transfer_encoded = true;
-            chunked = ends_chunked(raw);
-        } else if name == header::CONNECTION {
-            connection.read(raw);
-        } else if name == header::UPGRADE {
-            upgrade = true;
-        } else if name == header::EXPECT {
-            expect_continue = raw.trim_ascii().eq_ignore_ascii_case(b"100-continue");
-        } else if name == header::TE {
-            trailers |= raw.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
+        match field {
+            Field::ContentLength => merge_length(&mut length, raw).ok_or(Refused::ContentLength)?,
+            Field::TransferEncoding => {
+                transfer_encoded = true;
+                chunked = ends_chunked(raw);
+            }
+            Field::Connection => connection.read(raw),
+            Field::Upgrade => upgrade = true,
+            Field::Expect => expect_continue = raw.trim_ascii().eq_ignore_ascii_case(b"100-continue"),
+            Field::Te => {
+                trailers |= raw.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+            }
+            Field::HopByHop | Field::Other => {}
         }
         let value = HeaderValue::from_maybe_shared(bytes.slice(v0..v1)).map_err(|_| Refused::Header)?;
-        if hop_by_hop(&name).is_some() {
-            if name == header::UPGRADE && protocol.is_none() {
+        if field.hop_by_hop() {
+            if field == Field::Upgrade && protocol.is_none() {
                 protocol = Some(value);
             }
             continue;

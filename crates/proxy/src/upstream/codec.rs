@@ -60,7 +60,46 @@ pub struct HeadCache {
 pub(crate) type FieldSpan = ((usize, usize), (usize, usize));
 
 #[derive(Default)]
-pub(crate) struct Names(Vec<(Box<[u8]>, HeaderName)>);
+pub(crate) struct Names(Vec<(Box<[u8]>, HeaderName, Field)>);
+
+/// What a parser does with a field, decided once per name it remembers rather than by
+/// comparing every name against the framing and hop-by-hop names on every message.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Field {
+    ContentLength,
+    Expect,
+    /// Hop-by-hop (RFC 9110 §7.6.1), and read for what it says of the framing or connection.
+    TransferEncoding,
+    Connection,
+    Upgrade,
+    Te,
+    /// Hop-by-hop, and nothing more to a parser (`keep-alive`, `proxy-connection`, `trailer`).
+    HopByHop,
+    Other,
+}
+
+impl Field {
+    fn of(name: &HeaderName) -> Field {
+        let known = [
+            (header::CONTENT_LENGTH, Field::ContentLength),
+            (header::EXPECT, Field::Expect),
+            (header::TRANSFER_ENCODING, Field::TransferEncoding),
+            (header::CONNECTION, Field::Connection),
+            (header::UPGRADE, Field::Upgrade),
+            (header::TE, Field::Te),
+        ];
+        match known.into_iter().find(|(n, _)| n == name) {
+            Some((_, field)) => field,
+            None if hop_by_hop(name).is_some() => Field::HopByHop,
+            None => Field::Other,
+        }
+    }
+
+    /// Whether the field belongs to this connection only, and is not forwarded.
+    pub(crate) fn hop_by_hop(self) -> bool {
+        !matches!(self, Field::ContentLength | Field::Expect | Field::Other)
+    }
+}
 
 /// Fields past this many in a head, and names longer than this, are parsed every time: a
 /// client cannot make a connection hold much.
@@ -77,18 +116,19 @@ impl HeadCache {
 }
 
 impl Names {
-    /// The name of the `i`th field, whose bytes are `raw`.
-    pub(crate) fn get(&mut self, i: usize, raw: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
-        if let Some((seen, name)) = self.0.get(i)
+    /// The name of the `i`th field, whose bytes are `raw`, and what it is to a parser.
+    pub(crate) fn get(&mut self, i: usize, raw: &[u8]) -> Result<(HeaderName, Field), http::header::InvalidHeaderName> {
+        if let Some((seen, name, field)) = self.0.get(i)
             && **seen == *raw
         {
-            return Ok(name.clone());
+            return Ok((name.clone(), *field));
         }
         let name = HeaderName::from_bytes(raw)?;
+        let field = Field::of(&name);
         if raw.len() > REMEMBERED_NAME_LEN {
-            return Ok(name);
+            return Ok((name, field));
         }
-        if let Some((seen, known)) = self.0.get_mut(i) {
+        if let Some((seen, known, kind)) = self.0.get_mut(i) {
             // Overwritten in place when the length allows: no allocation.
             if seen.len() == raw.len() {
                 seen.copy_from_slice(raw);
@@ -96,10 +136,11 @@ impl Names {
                 *seen = raw.into();
             }
             *known = name.clone();
+            *kind = field;
         } else if i == self.0.len() && i < REMEMBERED_NAMES {
-            self.0.push((raw.into(), name.clone()));
+            self.0.push((raw.into(), name.clone(), field));
         }
-        Ok(name)
+        Ok((name, field))
     }
 }
 
@@ -310,17 +351,18 @@ pub fn parse_response(
     let (mut chunked, mut transfer_encoded) = (false, false);
     let mut connection = ConnectionOptions::default();
     for (i, &((n0, n1), (v0, v1))) in cache.spans.iter().enumerate() {
-        let name = cache.names.get(i, &bytes[n0..n1]).map_err(|_| Malformed::HeaderName)?;
+        let (name, field) = cache.names.get(i, &bytes[n0..n1]).map_err(|_| Malformed::HeaderName)?;
         let raw = &bytes[v0..v1];
-        if name == header::CONTENT_LENGTH {
-            merge_length(&mut length, raw).ok_or(Malformed::ContentLength)?;
-        } else if name == header::TRANSFER_ENCODING {
-            transfer_encoded = true;
-            chunked = ends_chunked(raw);
-        } else if name == header::CONNECTION {
-            connection.read(raw);
+        match field {
+            Field::ContentLength => merge_length(&mut length, raw).ok_or(Malformed::ContentLength)?,
+            Field::TransferEncoding => {
+                transfer_encoded = true;
+                chunked = ends_chunked(raw);
+            }
+            Field::Connection => connection.read(raw),
+            _ => {}
         }
-        if !switching && hop_by_hop(&name).is_some() {
+        if !switching && field.hop_by_hop() {
             continue;
         }
         let value = HeaderValue::from_maybe_shared(bytes.slice(v0..v1));
@@ -640,6 +682,14 @@ mod tests {
         let raw = format!("HTTP/1.1 204 No Content\r\n{long}: 5\r\n\r\n");
         assert_eq!(next(&raw), [format!("{}=5", long.to_lowercase())]);
         assert_eq!(next(&raw), [format!("{}=5", long.to_lowercase())]);
+        // What a name means to framing and forwarding moves with it, in a cache that knew
+        // other names at those places.
+        let framed = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\nX-Id: 6\r\n\r\n";
+        for _ in 0..2 {
+            let head = parse_response(&mut BytesMut::from(framed), &mut cache, false, false).unwrap().unwrap();
+            assert_eq!((head.body, head.keep_alive), (Decoder::Chunked(Chunk::Size), false));
+            assert_eq!(head.headers.keys().collect::<Vec<_>>(), ["x-id"]);
+        }
         // An invalid name is refused even where a valid one stood before.
         let bad = "HTTP/1.1 200 OK\r\nX-Id\x7f: 5\r\n\r\n";
         assert!(parse_response(&mut BytesMut::from(bad), &mut cache, false, false).is_err());
