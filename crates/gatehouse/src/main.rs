@@ -124,6 +124,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
+    proxy::ticks::start().context("starting the ticking thread")?;
     // One worker needs no work-stealing scheduler: a current-thread runtime does the same
     // work with less synchronization per task wake-up.
     let mut runtime = match args.workers {

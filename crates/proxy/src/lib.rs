@@ -22,6 +22,7 @@ mod respond;
 mod rewind;
 mod server;
 mod stream;
+pub mod ticks;
 mod tls;
 mod udp;
 mod upstream;

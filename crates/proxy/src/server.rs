@@ -37,6 +37,7 @@ use crate::{
     handler,
     rewind::{H2_PREFACE, Rewind, first_bytes},
     stream::{self, StreamConfig},
+    ticks,
     tls::TlsConfigs,
 };
 
@@ -187,8 +188,7 @@ pub async fn accept_loop(
     let local = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let mut conns = Conns::new();
     let server = Arc::new(HttpServer::new());
-    let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sweep = ticks::interval(SWEEP_INTERVAL);
     loop {
         // NOTE: accept() is cancel-safe, so losing the race to `stop` drops no connection.
         tokio::select! {

@@ -19,12 +19,13 @@ pub use pool::Pool;
 use rustls::{ClientConfig, pki_types::ServerName};
 use translate::ir::{BackendProtocol, BackendTls, CertifiedKey};
 
-use crate::lock;
+use crate::{lock, ticks};
 
-/// How long an idle connection is kept.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often idle connections and unused pools are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(15);
+/// An idle connection is closed at the fourth sweep that finds it idle: after 45 to 60 s.
+/// Counted in sweeps rather than timed, so that returning a connection reads no clock.
+const IDLE_SWEEPS: u32 = 4;
 
 /// What a connection runs over.
 #[derive(Clone)]
@@ -67,7 +68,7 @@ impl Upstream {
     /// Closes idle connections past their time, and forgets pools nobody else holds that
     /// have nothing left in them.
     fn sweep(&self) {
-        lock(&self.pools).retain(|_, pool| !pool.expire(IDLE_TIMEOUT) || Arc::strong_count(pool) > 1);
+        lock(&self.pools).retain(|_, pool| !pool.expire(IDLE_SWEEPS) || Arc::strong_count(pool) > 1);
     }
 }
 
@@ -122,8 +123,7 @@ impl Upstreams {
 
     /// Sweeps every upstream now and then, for as long as `upstreams` lives.
     pub async fn sweep_forever(upstreams: Weak<Self>) {
-        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = ticks::interval(SWEEP_INTERVAL);
         loop {
             tick.tick().await;
             let Some(upstreams) = upstreams.upgrade() else { return };

@@ -157,6 +157,11 @@ pub(crate) struct ConnectionOptions {
 impl ConnectionOptions {
     /// Reads one Connection field's value.
     pub fn read(&mut self, raw: &[u8]) {
+        // Most peers send one option alone; a list is split.
+        if raw.eq_ignore_ascii_case(b"keep-alive") {
+            self.keep_alive = true;
+            return;
+        }
         for token in raw.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
             if token.eq_ignore_ascii_case(b"close") {
                 self.close = true;

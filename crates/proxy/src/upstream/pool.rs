@@ -76,7 +76,8 @@ struct Connecting {
 
 struct Idle {
     conn: Box<Http1Conn>,
-    since: Instant,
+    /// Sweeps that found it idle.
+    sweeps: u32,
 }
 
 impl Pool {
@@ -204,7 +205,7 @@ impl Pool {
         if !conn.sending() {
             let mut idle = lock(idle);
             if idle.len() < MAX_IDLE {
-                idle.push(Idle { conn, since: Instant::now() });
+                idle.push(Idle { conn, sweeps: 0 });
             }
             return;
         }
@@ -216,12 +217,16 @@ impl Pool {
         });
     }
 
-    /// Drops connections idle for longer than `timeout`, or closed. True if none is left.
-    pub(super) fn expire(&self, timeout: Duration) -> bool {
+    /// Drops connections closed, or found idle by `sweeps` sweeps with this one. True if
+    /// none is left.
+    pub(super) fn expire(&self, sweeps: u32) -> bool {
         match &self.conns {
             Conns::Http1(idle) => {
                 let mut idle = lock(idle);
-                idle.retain_mut(|i| i.since.elapsed() < timeout && i.conn.usable());
+                idle.retain_mut(|i| {
+                    i.sweeps += 1;
+                    i.sweeps < sweeps && i.conn.usable()
+                });
                 idle.is_empty()
             }
             Conns::Http2(shared) => {
@@ -387,5 +392,45 @@ impl Body for PooledBody {
             Kind::Http2(body) => body.size_hint(),
             Kind::Switched(_) => SizeHint::with_exact(0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::upstream::stream::Stream;
+
+    /// A connection to `listener`, whose end is kept in `held`, or dropped with `close`.
+    async fn conn(listener: &TcpListener, held: &mut Vec<TcpStream>, close: bool) -> Box<Http1Conn> {
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        if close {
+            drop(accepted);
+            // Until the FIN has arrived, the connection still looks usable.
+            stream.readable().await.unwrap();
+        } else {
+            held.push(accepted);
+        }
+        Box::new(Http1Conn::new(Stream::Plain(stream)))
+    }
+
+    #[tokio::test]
+    async fn idle_connections_go_at_their_fourth_sweep_and_closed_ones_at_the_next() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = Pool::new(listener.local_addr().unwrap(), Transport::Plain, Protocol::Http1);
+        let Conns::Http1(idle) = &pool.conns else { unreachable!() };
+        let mut held = Vec::new();
+        pool.clone().put(conn(&listener, &mut held, false).await);
+        for sweep in 1..4 {
+            assert!(!pool.expire(4), "still kept at sweep {sweep}");
+        }
+        assert!(pool.expire(4), "closed at the fourth sweep");
+
+        pool.clone().put(conn(&listener, &mut held, false).await);
+        pool.clone().put(conn(&listener, &mut held, true).await);
+        assert!(!pool.expire(4));
+        assert_eq!(lock(idle).len(), 1, "the connection the backend closed is gone at once");
     }
 }

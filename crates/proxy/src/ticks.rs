@@ -1,0 +1,63 @@
+//! Periodic ticks (the sweeps of sockets and pools) kept off the serving runtime's timers.
+//!
+//! tokio's time driver works at every park of a thread that has a timer pending: it locks
+//! its wheel, finds the next expiry and reads the clock to bound the wait. A proxied request
+//! parks twice, so at a low rate that is paid twice per request, yet a request on the plain
+//! path sets no timer of its own: only the sweeps, due every second, keep the wheel from
+//! being empty. [`start`] gives them a runtime of their own, with a time driver only, on a
+//! thread that sleeps until a tick is due and then wakes the task that waits for it; those
+//! are the only cross-thread wake-ups it adds, one per tick. Without it (tests, or a binary
+//! that does not call it) ticks use the runtime they run on.
+
+use std::{sync::OnceLock, time::Duration};
+
+use tokio::{
+    runtime::Handle,
+    time::{Interval, MissedTickBehavior},
+};
+
+static TICKER: OnceLock<Handle> = OnceLock::new();
+
+/// Starts the ticking thread; later calls do nothing.
+pub fn start() -> std::io::Result<()> {
+    if TICKER.get().is_some() {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name("gatehouse-ticks".into())
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+    let _ = TICKER.set(handle);
+    Ok(())
+}
+
+/// An interval whose first tick is now; a tick that comes late delays the next ones.
+pub fn interval(period: Duration) -> Interval {
+    // The interval's timer belongs to the runtime current when it is made: the ticker's, if
+    // it runs. Nothing else is made while it is entered.
+    let _ticker = TICKER.get().map(Handle::enter);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    tick
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_come_from_the_ticker_to_a_runtime_without_timers() {
+        start().unwrap();
+        // A timer of this runtime's own would panic: it has no time driver.
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(async {
+            let started = std::time::Instant::now();
+            let mut tick = interval(Duration::from_millis(10));
+            for _ in 0..3 {
+                tick.tick().await;
+            }
+            assert!(started.elapsed() >= Duration::from_millis(20), "the first tick is now, the third 20 ms on");
+        });
+    }
+}
