@@ -8,6 +8,9 @@
 #   bench/load/instructions.sh      # as root (it apt-get installs what is missing)
 #
 # Knobs (environment): DURATION=8 (s of measured load), CONNS=10, WARMUP=2 (s),
+# RATE (req/s: oha at this fixed rate instead of wrk as fast as it can, so that requests
+# come one at a time and each pays for its own wake-ups, as at run.sh's fixed rate; under
+# callgrind keep it at a few hundred),
 # GATEHOUSE_BIN (skip the build), BUILD_TIMEOUT=2400 (s), KEEP=DIR (keep the callgrind dumps
 # there, for callgrind_annotate).
 set -euo pipefail
@@ -36,8 +39,9 @@ die() { log "error: $*"; exit 1; }
 source "$HERE/lib.sh"
 
 missing=()
-for tool in nginx wrk curl valgrind; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+for tool in nginx wrk curl valgrind ${RATE:+jq}; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 apt_install "${missing[@]}"
+[[ -z ${RATE:-} ]] || oha_install
 gatehouse_binary
 
 # wait_ok URL PID: until URL answers 200, for at most 60 s (callgrind starts slowly).
@@ -122,8 +126,18 @@ endpoints: [{addresses: ["127.0.0.1"]}]
 ports: [{name: http, port: $BACKEND}]
 EOF
 
+# load URL SECONDS: drives load, prints the number of requests answered.
+load() {
+    if [[ -n ${RATE:-} ]]; then
+        timeout $(($2 + 60)) oha -z "${2}s" -q "$RATE" -c "$CONNS" --no-tui --output-format json "$1" |
+            jq '.statusCodeDistribution["200"] // 0'
+    else
+        timeout $(($2 + 60)) wrk -t1 -c"$CONNS" -d"${2}s" "$1" | awk '/requests in/ {print $1}'
+    fi
+}
+
 # measure NAME URL COMMAND...: runs COMMAND under callgrind, warms it up, zeroes the
-# counters, drives DURATION s of wrk load and dumps; sets REQS and INSTRUCTIONS.
+# counters, drives DURATION s of load and dumps; sets REQS and INSTRUCTIONS.
 measure() {
     local name=$1 url=$2 out="$WORK/$1.callgrind" pid dump
     shift 2
@@ -131,9 +145,9 @@ measure() {
     pid=$!
     PIDS+=("$pid")
     wait_ok "$url" "$pid"
-    timeout $((WARMUP + 30)) wrk -t1 -c"$CONNS" -d"${WARMUP}s" "$url" >/dev/null
+    load "$url" "$WARMUP" >/dev/null
     callgrind_control -z "$pid" >/dev/null 2>&1
-    REQS=$(timeout $((DURATION + 60)) wrk -t1 -c"$CONNS" -d"${DURATION}s" "$url" | awk '/requests in/ {print $1}')
+    REQS=$(load "$url" "$DURATION")
     callgrind_control -d "$pid" >/dev/null 2>&1
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true

@@ -9,6 +9,15 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq --no-install-recommends "$@"
 }
 
+# oha_install: oha (fixed-rate load with latency percentiles) from crates.io, if missing:
+# Debian has no wrk2 package.
+oha_install() {
+    command -v oha >/dev/null && return 0
+    local version=${OHA_VERSION:-1.16.0}
+    log "installing oha $version (cargo install --locked)"
+    timeout 1800 cargo install oha --version "$version" --locked
+}
+
 # gatehouse_binary: sets GH to $GATEHOUSE_BIN, or to a release build made now.
 gatehouse_binary() {
     if [[ -n ${GATEHOUSE_BIN:-} ]]; then

@@ -28,7 +28,6 @@ RATE=${RATE:-2000}
 ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-3}
 BACKEND_WORKERS=${BACKEND_WORKERS:-1}
-OHA_VERSION=${OHA_VERSION:-1.16.0}
 BUILD_TIMEOUT=${BUILD_TIMEOUT:-2400}
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -90,10 +89,7 @@ command -v curl >/dev/null || missing+=(curl)
 command -v jq >/dev/null || missing+=(jq)
 command -v pgrep >/dev/null || missing+=(procps)
 apt_install "${missing[@]}"
-if ! command -v oha >/dev/null; then
-    log "installing oha $OHA_VERSION (cargo install --locked)"
-    timeout 1800 cargo install oha --version "$OHA_VERSION" --locked
-fi
+oha_install
 CLK_TCK=$(getconf CLK_TCK)
 
 # ---------------------------------------------------------------------------------------
