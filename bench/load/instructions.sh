@@ -39,7 +39,9 @@ die() { log "error: $*"; exit 1; }
 source "$HERE/lib.sh"
 
 missing=()
-for tool in nginx wrk curl valgrind ${RATE:+jq}; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+tools=(nginx curl valgrind)
+if [[ -n ${RATE:-} ]]; then tools+=(jq); else tools+=(wrk); fi
+for tool in "${tools[@]}"; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 apt_install "${missing[@]}"
 [[ -z ${RATE:-} ]] || oha_install
 gatehouse_binary
@@ -129,8 +131,9 @@ EOF
 # load URL SECONDS: drives load, prints the number of requests answered.
 load() {
     if [[ -n ${RATE:-} ]]; then
-        timeout $(($2 + 60)) oha -z "${2}s" -q "$RATE" -c "$CONNS" --no-tui --output-format json "$1" |
-            jq '.statusCodeDistribution["200"] // 0'
+        # -w: requests still out at the end are answered, and counted, not cut off.
+        timeout $(($2 + 60)) oha -z "${2}s" -w -q "$RATE" -c "$CONNS" --no-tui --output-format json "$1" |
+            jq '.statusCodeDistribution["200"] // empty'
     else
         timeout $(($2 + 60)) wrk -t1 -c"$CONNS" -d"${2}s" "$1" | awk '/requests in/ {print $1}'
     fi
@@ -156,7 +159,7 @@ measure() {
     [[ -n $dump ]] || die "no callgrind dump for $name"
     INSTRUCTIONS=$(awk '/^(summary|totals):/ {print $2; exit}' "$dump")
     if [[ -n ${KEEP:-} ]]; then mkdir -p "$KEEP" && cp "$dump" "$KEEP/$name.callgrind"; fi
-    [[ -n $REQS && -n $INSTRUCTIONS ]] || die "no figures for $name"
+    [[ $REQS =~ ^[0-9]+$ ]] && ((REQS > 0)) && [[ -n $INSTRUCTIONS ]] || die "no figures for $name"
 }
 
 log "gatehouse under callgrind"

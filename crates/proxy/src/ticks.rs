@@ -9,34 +9,46 @@
 //! are the only cross-thread wake-ups it adds, one per tick. Without it (tests, or a binary
 //! that does not call it) ticks use the runtime they run on.
 
-use std::{sync::OnceLock, time::Duration};
+use std::{sync::Mutex, time::Duration};
 
 use tokio::{
     runtime::Handle,
     time::{Interval, MissedTickBehavior},
 };
 
-static TICKER: OnceLock<Handle> = OnceLock::new();
+use crate::lock;
+
+static TICKER: Mutex<Option<Handle>> = Mutex::new(None);
 
 /// Starts the ticking thread; later calls do nothing.
 pub fn start() -> std::io::Result<()> {
-    if TICKER.get().is_some() {
-        return Ok(());
+    let mut ticker = lock(&TICKER);
+    if ticker.is_none() {
+        *ticker = Some(spawn_ticker()?);
     }
+    Ok(())
+}
+
+/// A runtime with a time driver only, on a thread of its own that does nothing but drive it.
+fn spawn_ticker() -> std::io::Result<Handle> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
     let handle = runtime.handle().clone();
     std::thread::Builder::new()
         .name("gatehouse-ticks".into())
         .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
-    let _ = TICKER.set(handle);
-    Ok(())
+    Ok(handle)
 }
 
 /// An interval whose first tick is now; a tick that comes late delays the next ones.
 pub fn interval(period: Duration) -> Interval {
+    let ticker = lock(&TICKER).clone();
+    interval_on(ticker.as_ref(), period)
+}
+
+fn interval_on(ticker: Option<&Handle>, period: Duration) -> Interval {
     // The interval's timer belongs to the runtime current when it is made: the ticker's, if
-    // it runs. Nothing else is made while it is entered.
-    let _ticker = TICKER.get().map(Handle::enter);
+    // there is one. Nothing else is made while it is entered.
+    let _entered = ticker.map(Handle::enter);
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     tick
@@ -48,12 +60,12 @@ mod tests {
 
     #[test]
     fn ticks_come_from_the_ticker_to_a_runtime_without_timers() {
-        start().unwrap();
+        let ticker = spawn_ticker().unwrap();
         // A timer of this runtime's own would panic: it has no time driver.
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         runtime.block_on(async {
             let started = std::time::Instant::now();
-            let mut tick = interval(Duration::from_millis(10));
+            let mut tick = interval_on(Some(&ticker), Duration::from_millis(10));
             for _ in 0..3 {
                 tick.tick().await;
             }

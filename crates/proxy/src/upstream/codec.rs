@@ -66,9 +66,10 @@ pub(crate) struct Names(Vec<(Box<[u8]>, HeaderName, Field)>);
 /// comparing every name against the framing and hop-by-hop names on every message.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Field {
+    // Forwarded, and read for the framing or for `100-continue`.
     ContentLength,
     Expect,
-    /// Hop-by-hop (RFC 9110 §7.6.1), and read for what it says of the framing or connection.
+    // Hop-by-hop (RFC 9110 §7.6.1), and read for what they say of the framing or connection.
     TransferEncoding,
     Connection,
     Upgrade,
@@ -97,7 +98,7 @@ impl Field {
 
     /// Whether the field belongs to this connection only, and is not forwarded.
     pub(crate) fn hop_by_hop(self) -> bool {
-        !matches!(self, Field::ContentLength | Field::Expect | Field::Other)
+        matches!(self, Field::TransferEncoding | Field::Connection | Field::Upgrade | Field::Te | Field::HopByHop)
     }
 }
 
@@ -695,6 +696,11 @@ mod tests {
             assert_eq!((head.body, head.keep_alive), (Decoder::Chunked(Chunk::Size), false));
             assert_eq!(head.headers.keys().collect::<Vec<_>>(), ["x-id"]);
         }
+        // And ordinary names where those stood are forwarded, and frame nothing.
+        let plain = "HTTP/1.1 200 OK\r\nX-Te: chunked\r\nX-Conn: close\r\nContent-Length: 2\r\n\r\n";
+        let head = parse_response(&mut BytesMut::from(plain), &mut cache, false, false).unwrap().unwrap();
+        assert_eq!((head.body, head.keep_alive), (Decoder::Length(2), true));
+        assert_eq!(head.headers.keys().collect::<Vec<_>>(), ["x-te", "x-conn", "content-length"]);
         // An invalid name is refused even where a valid one stood before.
         let bad = "HTTP/1.1 200 OK\r\nX-Id\x7f: 5\r\n\r\n";
         assert!(parse_response(&mut BytesMut::from(bad), &mut cache, false, false).is_err());

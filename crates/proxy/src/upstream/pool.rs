@@ -217,15 +217,15 @@ impl Pool {
         });
     }
 
-    /// Drops connections closed, or found idle by `sweeps` sweeps with this one. True if
+    /// Drops connections closed, or found idle by `limit` sweeps with this one. True if
     /// none is left.
-    pub(super) fn expire(&self, sweeps: u32) -> bool {
+    pub(super) fn expire(&self, limit: u32) -> bool {
         match &self.conns {
             Conns::Http1(idle) => {
                 let mut idle = lock(idle);
                 idle.retain_mut(|i| {
                     i.sweeps += 1;
-                    i.sweeps < sweeps && i.conn.usable()
+                    i.sweeps < limit && i.conn.usable()
                 });
                 idle.is_empty()
             }
@@ -397,10 +397,9 @@ impl Body for PooledBody {
 
 #[cfg(test)]
 mod tests {
-    use tokio::net::{TcpListener, TcpStream};
+    use tokio::net::TcpListener;
 
     use super::*;
-    use crate::upstream::stream::Stream;
 
     /// A connection to `listener`, whose end is kept in `held`, or dropped with `close`.
     async fn conn(listener: &TcpListener, held: &mut Vec<TcpStream>, close: bool) -> Box<Http1Conn> {
