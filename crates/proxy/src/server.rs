@@ -103,12 +103,14 @@ impl HttpServer {
             let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let open = streams.open();
                 // Each request runs to completion on the configuration current when it arrived.
-                let handling = handler::handle(
+                // Boxed: hyper spawns a task per stream, and moves the stream's future several
+                // times on the way into it; the handler's is several kilobytes.
+                let handling = Box::pin(handler::handle(
                     req.map(RequestBody::Http2),
                     state.load().config.clone(),
                     conn.clone(),
                     shared.clone(),
-                );
+                ));
                 async move {
                     let Ok(response) = handling.await;
                     Ok::<_, Infallible>(response.map(|body| Tracked { body, _open: open }))
