@@ -8,6 +8,7 @@
 
 pub mod config;
 mod cors;
+mod counted;
 mod dns;
 mod downstream;
 mod drain;

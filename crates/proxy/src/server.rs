@@ -32,6 +32,7 @@ use translate::ir::{BindProtocol, ListenerProtocol};
 use crate::{
     Body, BoxError, Shared,
     config::BindConfig,
+    counted::Counted,
     downstream::{self, RequestBody},
     drain::{ConnGuard, Conns, HTTP1_HEAD_WAIT_SWEEPS, HTTP2_IDLE_SWEEPS, SWEEP_INTERVAL},
     handler,
@@ -93,7 +94,7 @@ impl HttpServer {
         state: Arc<ArcSwap<BindState>>,
         shared: Arc<Shared>,
     ) where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        IO: downstream::http1::Io + 'static,
     {
         let guard = conn.guard.clone();
         if prefix.starts_with(H2_PREFACE) {
@@ -270,7 +271,8 @@ async fn serve(
                 }
                 _ => {
                     let Some(config) = tls.and_then(|t| t.for_sni(&sni)) else { return };
-                    let accept = tokio_rustls::TlsAcceptor::from(config).accept(Rewind::new(hello, stream));
+                    let accept =
+                        tokio_rustls::TlsAcceptor::from(config).accept(Counted::new(Rewind::new(hello, stream)));
                     serve_https(accept, peer, local, state, shared, server, guard).await;
                 }
             }
@@ -284,7 +286,7 @@ async fn serve(
         (Some(configs), None) => {
             // Each listener has its own config (client validation differs): read the
             // ClientHello, then pick by SNI.
-            let lazy = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+            let lazy = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), Counted::new(stream));
             let Ok(Ok(start)) = tokio::time::timeout(FIRST_BYTES_TIMEOUT, lazy).await else { return };
             let sni = start.client_hello().server_name().map(str::to_ascii_lowercase).unwrap_or_default();
             let Some(config) = configs.for_sni(&sni) else { return };
@@ -295,7 +297,7 @@ async fn serve(
 
 /// HTTP over TLS, once the handshake is under way.
 async fn serve_https<IO>(
-    accept: tokio_rustls::Accept<IO>,
+    accept: tokio_rustls::Accept<Counted<IO>>,
     peer: SocketAddr,
     local: SocketAddr,
     state: Arc<ArcSwap<BindState>>,

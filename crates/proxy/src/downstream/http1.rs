@@ -32,6 +32,7 @@ use super::{
 };
 use crate::{
     Body, BoxError, Shared,
+    counted::Counted,
     drain::ConnGuard,
     handler::{self, Conn},
     lock,
@@ -41,8 +42,21 @@ use crate::{
 };
 
 /// A client connection's transport, whatever it is (TCP, TLS).
-pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {
+    /// Bytes handed to the kernel so far, where writes stop in a buffer above it (TLS):
+    /// progress that a pending flush does not show. None where a write is the kernel's.
+    fn sent(&self) -> Option<u64> {
+        None
+    }
+}
+
+impl Io for tokio::net::TcpStream {}
+impl Io for tokio::io::Empty {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for tokio_rustls::server::TlsStream<Counted<T>> {
+    fn sent(&self) -> Option<u64> {
+        Some(self.get_ref().0.written())
+    }
+}
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// Bodies are copied behind their head up to this size, and written as they are past it.
@@ -80,6 +94,24 @@ struct Wire {
 }
 
 impl Wire {
+    /// A connection's transport, of which `prefix` was read already.
+    fn new(io: Box<dyn Io>, prefix: &[u8]) -> Self {
+        let mut read = BytesMut::with_capacity(8 * 1024);
+        read.extend_from_slice(prefix);
+        Wire {
+            io,
+            read,
+            heads: HeadCache::default(),
+            body: Decoder::Done,
+            continue_left: 0,
+            continue_unflushed: false,
+            scanned: 0,
+            request: 0,
+            reading: false,
+            broken: false,
+        }
+    }
+
     /// Drops what has arrived of a body nobody reads.
     fn skip_buffered_body(&mut self) {
         while !self.broken && !self.body.is_done() {
@@ -109,21 +141,8 @@ pub async fn serve(
     state: Arc<ArcSwap<BindState>>,
     shared: Arc<Shared>,
 ) {
-    let mut read = BytesMut::with_capacity(8 * 1024);
-    read.extend_from_slice(&prefix);
-    let wire = Wire {
-        io,
-        read,
-        heads: HeadCache::default(),
-        body: Decoder::Done,
-        continue_left: 0,
-        continue_unflushed: false,
-        scanned: 0,
-        request: 0,
-        reading: false,
-        broken: false,
-    };
-    let link = Arc::new(Link { wire: Mutex::new(wire), conn: AtomicWaker::new(), guard: conn.guard.clone() });
+    let wire = Mutex::new(Wire::new(io, &prefix));
+    let link = Arc::new(Link { wire, conn: AtomicWaker::new(), guard: conn.guard.clone() });
     let mut out = BytesMut::with_capacity(8 * 1024);
     loop {
         let head = match std::future::poll_fn(|cx| link.poll_head(cx)).await {
@@ -437,10 +456,11 @@ impl Link {
     }
 
     /// Writes `bytes` and flushes. A client that takes nothing for [`SEND_TIMEOUT`] is cut
-    /// off; the timer exists only while a write waits. A flush shows no progress, so TLS's
-    /// last buffer (up to 64 KiB) must go within the timeout too.
+    /// off; the timer exists only while a write waits, and starts again whenever bytes are
+    /// taken, by the transport or, under TLS, by the kernel as a flush goes on.
     async fn write_all(&self, mut bytes: &[u8]) -> io::Result<()> {
         let mut stalled: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        let mut sent = lock(&self.wire).io.sent();
         std::future::poll_fn(|cx| {
             let mut wire = lock(&self.wire);
             let written = loop {
@@ -457,6 +477,12 @@ impl Link {
                     other => break other.map_ok(|_| ()),
                 }
             };
+            let now = wire.io.sent();
+            if now != sent {
+                sent = now;
+                stalled = None;
+                self.guard.progressed();
+            }
             if written.is_pending() {
                 let timer = stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(SEND_TIMEOUT)));
                 if timer.as_mut().poll(cx).is_ready() {
@@ -661,5 +687,82 @@ impl http_body::Body for BodyReader {
 impl Drop for BodyReader {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::ReadBuf;
+
+    use super::*;
+    use crate::drain::Conns;
+
+    /// A transport like TLS's: it takes whatever is written into its buffer at once, and a
+    /// flush hands `rate` bytes a second to the kernel, saying how many it has (or not).
+    struct Buffering {
+        held: usize,
+        sent: u64,
+        rate: usize,
+        tells: bool,
+        tick: Pin<Box<tokio::time::Sleep>>,
+    }
+
+    impl AsyncRead for Buffering {
+        fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, _: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for Buffering {
+        fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            self.held += buf.len();
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            while self.held > 0 && self.rate > 0 && self.tick.as_mut().poll(cx).is_ready() {
+                let n = self.held.min(self.rate);
+                self.held -= n;
+                self.sent += n as u64;
+                let next = tokio::time::Instant::now() + Duration::from_secs(1);
+                self.tick.as_mut().reset(next);
+            }
+            if self.held == 0 { Poll::Ready(Ok(())) } else { Poll::Pending }
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl Io for Buffering {
+        fn sent(&self) -> Option<u64> {
+            self.tells.then_some(self.sent)
+        }
+    }
+
+    /// How long writing 64 KiB takes, or that it timed out.
+    async fn write_64k(rate: usize, tells: bool) -> io::Result<Duration> {
+        let tick = Box::pin(tokio::time::sleep(Duration::from_secs(1)));
+        let io = Buffering { held: 0, sent: 0, rate, tells, tick };
+        let guard = Conns::new().guard();
+        let link = Link { wire: Mutex::new(Wire::new(Box::new(io), b"")), conn: AtomicWaker::new(), guard };
+        let started = tokio::time::Instant::now();
+        link.write_all(&[0; 64 * 1024]).await?;
+        Ok(started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_flush_that_goes_on_is_not_cut_off_and_one_that_stalls_is() {
+        // 1 KiB a second: over a minute for the whole buffer, well past the send timeout.
+        let took = write_64k(1024, true).await.expect("a client still taking bytes is served");
+        assert!(took >= Duration::from_secs(60), "{took:?}");
+        let stalled = write_64k(0, true).await.expect_err("a client that takes nothing is cut off");
+        assert_eq!(stalled.kind(), io::ErrorKind::TimedOut);
+        // Without the count, the same slow flush would have been cut off.
+        let untold = write_64k(1024, false).await.expect_err("progress a transport does not tell is not seen");
+        assert_eq!(untold.kind(), io::ErrorKind::TimedOut);
     }
 }
