@@ -123,14 +123,16 @@ pub fn parse_request(buf: &mut BytesMut, cache: &mut HeadCache) -> Result<Option
             }
             Field::HopByHop | Field::Other => {}
         }
-        let value = HeaderValue::from_maybe_shared(bytes.slice(v0..v1)).map_err(|_| Refused::Header)?;
+        let value = || HeaderValue::from_maybe_shared(bytes.slice(v0..v1)).map_err(|_| Refused::Header);
         if field.hop_by_hop() {
+            // httparse has refused control characters already; what is dropped is not
+            // made into a value (browsers send `Connection: keep-alive` on every request).
             if field == Field::Upgrade && protocol.is_none() {
-                protocol = Some(value);
+                protocol = Some(value()?);
             }
             continue;
         }
-        headers.append(name, value);
+        headers.append(name, value()?);
     }
     connection.remove_named(headers);
 
