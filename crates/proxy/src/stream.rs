@@ -32,6 +32,7 @@ use crate::{
     metrics::{ProxyMetrics, StreamCounters},
     rewind::Rewind,
     server::FIRST_BYTES_TIMEOUT,
+    ticks,
     tls::TlsConfigs,
 };
 
@@ -310,7 +311,9 @@ where
         let deadline = clock.last() + IDLE_TIMEOUT;
         tokio::select! {
             _ = &mut copy => return,
-            _ = tokio::time::sleep_until(deadline) => {
+            // On the ticker: a timer per connection, set once an hour, would otherwise keep
+            // the serving thread's timer wheel from ever being empty.
+            _ = ticks::sleep_until(deadline) => {
                 if clock.last() + IDLE_TIMEOUT <= Instant::now() {
                     tracing::debug!("idle timeout");
                     return;

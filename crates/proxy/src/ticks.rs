@@ -1,4 +1,5 @@
-//! Periodic ticks (the sweeps of sockets and pools) kept off the serving runtime's timers.
+//! Periodic ticks (the sweeps of sockets and pools), and timers that live as long as a
+//! connection (a byte stream's idle timeout), kept off the serving runtime's timers.
 //!
 //! tokio's time driver works at every park of a thread that has a timer pending: it locks
 //! its wheel, finds the next expiry and reads the clock to bound the wait. A proxied request
@@ -13,7 +14,7 @@ use std::{sync::Mutex, time::Duration};
 
 use tokio::{
     runtime::Handle,
-    time::{Interval, MissedTickBehavior},
+    time::{Instant, Interval, MissedTickBehavior, Sleep},
 };
 
 use crate::lock;
@@ -41,17 +42,29 @@ fn spawn_ticker() -> std::io::Result<Handle> {
 
 /// An interval whose first tick is now; a tick that comes late delays the next ones.
 pub fn interval(period: Duration) -> Interval {
-    let ticker = lock(&TICKER).clone();
-    interval_on(ticker.as_ref(), period)
+    on_ticker(|| {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        tick
+    })
 }
 
-fn interval_on(ticker: Option<&Handle>, period: Duration) -> Interval {
-    // The interval's timer belongs to the runtime current when it is made: the ticker's, if
-    // there is one. Nothing else is made while it is entered.
+/// A sleep until `deadline`, for a timer that is seldom reset and rarely fires: setting
+/// it takes the ticker's lock from another thread, and firing wakes across threads.
+pub fn sleep_until(deadline: Instant) -> Sleep {
+    on_ticker(|| tokio::time::sleep_until(deadline))
+}
+
+fn on_ticker<T>(make: impl FnOnce() -> T) -> T {
+    let ticker = lock(&TICKER).clone();
+    made_on(ticker.as_ref(), make)
+}
+
+/// A timer belongs to the runtime current when it is made: the ticker's, if there is one.
+/// Nothing else is made while it is entered.
+fn made_on<T>(ticker: Option<&Handle>, make: impl FnOnce() -> T) -> T {
     let _entered = ticker.map(Handle::enter);
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    tick
+    make()
 }
 
 #[cfg(test)]
@@ -65,11 +78,14 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         runtime.block_on(async {
             let started = std::time::Instant::now();
-            let mut tick = interval_on(Some(&ticker), Duration::from_millis(10));
+            let mut tick = made_on(Some(&ticker), || tokio::time::interval(Duration::from_millis(10)));
             for _ in 0..3 {
                 tick.tick().await;
             }
             assert!(started.elapsed() >= Duration::from_millis(20), "the first tick is now, the third 20 ms on");
+            let deadline = Instant::now() + Duration::from_millis(10);
+            made_on(Some(&ticker), || tokio::time::sleep_until(deadline)).await;
+            assert!(Instant::now() >= deadline);
         });
     }
 }
