@@ -21,7 +21,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::{server::conn::http2, service::service_fn};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
@@ -73,7 +73,7 @@ impl HttpServer {
     fn new() -> Self {
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
-            .timer(TokioTimer::new())
+            .timer(ticks::Timer)
             .max_concurrent_streams(256)
             .max_header_list_size(64 * 1024)
             // Rapid reset (CVE-2023-44487) and its locally-provoked variant.

@@ -1,5 +1,6 @@
 //! Periodic ticks (the sweeps of sockets and pools), and timers that live as long as a
-//! connection (a byte stream's idle timeout), kept off the serving runtime's timers.
+//! connection (a byte stream's idle timeout, HTTP/2 keep-alive), kept off the serving
+//! runtime's timers.
 //!
 //! tokio's time driver works at every park of a thread that has a timer pending: it locks
 //! its wheel, finds the next expiry and reads the clock to bound the wait. A proxied request
@@ -10,7 +11,12 @@
 //! are the only cross-thread wake-ups it adds, one per tick. Without it (tests, or a binary
 //! that does not call it) ticks use the runtime they run on.
 
-use std::{sync::Mutex, time::Duration};
+use std::{
+    pin::Pin,
+    sync::Mutex,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use tokio::{
     runtime::Handle,
@@ -55,6 +61,41 @@ pub fn sleep_until(deadline: Instant) -> Sleep {
     on_ticker(|| tokio::time::sleep_until(deadline))
 }
 
+/// hyper's timers (HTTP/2 keep-alive: a ping every 30 s, its timeout) on the ticker.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timer;
+
+/// A tokio sleep, boxed so that it can be reset through hyper's `dyn Sleep`.
+struct TickerSleep(Pin<Box<Sleep>>);
+
+impl Future for TickerSleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl hyper::rt::Sleep for TickerSleep {}
+
+impl hyper::rt::Timer for Timer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleep_until(std::time::Instant::now() + duration)
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(TickerSleep(Box::pin(sleep_until(deadline.into()))))
+    }
+
+    fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: std::time::Instant) {
+        // The timer stays with the runtime it was made on.
+        match sleep.as_mut().downcast_mut_pin::<TickerSleep>() {
+            Some(mut ours) => ours.0.as_mut().reset(new_deadline.into()),
+            None => *sleep = self.sleep_until(new_deadline),
+        }
+    }
+}
+
 fn on_ticker<T>(make: impl FnOnce() -> T) -> T {
     let ticker = lock(&TICKER).clone();
     made_on(ticker.as_ref(), make)
@@ -86,6 +127,21 @@ mod tests {
             let deadline = Instant::now() + Duration::from_millis(10);
             made_on(Some(&ticker), || tokio::time::sleep_until(deadline)).await;
             assert!(Instant::now() >= deadline);
+        });
+    }
+
+    #[test]
+    fn hyper_timers_run_on_the_ticker_and_are_reset_there() {
+        use hyper::rt::Timer as _;
+        let ticker = spawn_ticker().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(async {
+            let started = std::time::Instant::now();
+            let mut sleep = made_on(Some(&ticker), || Timer.sleep(Duration::from_millis(10)));
+            // Reset from a runtime without timers: it stays the ticker's, and fires later.
+            Timer.reset(&mut sleep, started + Duration::from_millis(30));
+            sleep.await;
+            assert!(started.elapsed() >= Duration::from_millis(30));
         });
     }
 }

@@ -22,7 +22,7 @@ use http::{
 };
 use http_body::{Body, Frame, SizeHint};
 use hyper::{body::Incoming, client::conn::http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tokio_util::either::Either;
 
@@ -32,7 +32,7 @@ use super::{
     http1::{Http1Body, Http1Conn, Upgraded},
     stream::Stream,
 };
-use crate::{BoxError, UpstreamBody, lock};
+use crate::{BoxError, UpstreamBody, lock, ticks};
 
 /// How long connecting, TLS handshake included, may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -254,7 +254,7 @@ impl Pool {
         let handshake = async {
             let stream = self.connect().await?;
             let made = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
+                .timer(ticks::Timer)
                 // A backend gone without a reset would otherwise hold every request sent to it.
                 .keep_alive_interval(H2_KEEP_ALIVE)
                 .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT)
