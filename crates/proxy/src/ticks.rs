@@ -13,7 +13,7 @@
 
 use std::{
     pin::Pin,
-    sync::Mutex,
+    sync::{Mutex, OnceLock},
     task::{Context, Poll},
     time::Duration,
 };
@@ -25,13 +25,15 @@ use tokio::{
 
 use crate::lock;
 
-static TICKER: Mutex<Option<Handle>> = Mutex::new(None);
+static TICKER: OnceLock<Handle> = OnceLock::new();
+/// Held while starting, so that two callers do not start two threads.
+static STARTING: Mutex<()> = Mutex::new(());
 
 /// Starts the ticking thread; later calls do nothing.
 pub fn start() -> std::io::Result<()> {
-    let mut ticker = lock(&TICKER);
-    if ticker.is_none() {
-        *ticker = Some(spawn_ticker()?);
+    let _starting = lock(&STARTING);
+    if TICKER.get().is_none() {
+        let _ = TICKER.set(spawn_ticker()?);
     }
     Ok(())
 }
@@ -78,9 +80,11 @@ impl Future for TickerSleep {
 
 impl hyper::rt::Sleep for TickerSleep {}
 
+// tokio's clock throughout, as hyper-util's timer does: it is the one the sleeps run on,
+// and the one a test may pause.
 impl hyper::rt::Timer for Timer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        self.sleep_until(std::time::Instant::now() + duration)
+        Box::pin(TickerSleep(Box::pin(on_ticker(|| tokio::time::sleep(duration)))))
     }
 
     fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
@@ -94,11 +98,14 @@ impl hyper::rt::Timer for Timer {
             None => *sleep = self.sleep_until(new_deadline),
         }
     }
+
+    fn now(&self) -> std::time::Instant {
+        Instant::now().into_std()
+    }
 }
 
 fn on_ticker<T>(make: impl FnOnce() -> T) -> T {
-    let ticker = lock(&TICKER).clone();
-    made_on(ticker.as_ref(), make)
+    made_on(TICKER.get(), make)
 }
 
 /// A timer belongs to the runtime current when it is made: the ticker's, if there is one.
