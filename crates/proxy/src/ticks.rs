@@ -6,10 +6,12 @@
 //! its wheel, finds the next expiry and reads the clock to bound the wait. A proxied request
 //! parks twice, so at a low rate that is paid twice per request, yet a request on the plain
 //! path sets no timer of its own: only the sweeps, due every second, keep the wheel from
-//! being empty. [`start`] gives them a runtime of their own, with a time driver only, on a
-//! thread that sleeps until a tick is due and then wakes the task that waits for it; those
-//! are the only cross-thread wake-ups it adds, one per tick. Without it (tests, or a binary
-//! that does not call it) ticks use the runtime they run on.
+//! being empty, with the timers connections keep for an hour or half a minute. [`start`]
+//! gives these a runtime of their own, with a time driver only, on a thread that sleeps
+//! until one is due and then wakes the task that waits for it: one cross-thread wake-up per
+//! tick or timer that fires. Without it (tests, or a binary that does not call it) they use
+//! the runtime they run on. Timers that come and go with a request stay on the serving
+//! runtime, where setting one takes no other thread's lock.
 
 use std::{
     pin::Pin,

@@ -463,6 +463,7 @@ impl Link {
         let mut sent = lock(&self.wire).io.sent();
         std::future::poll_fn(|cx| {
             let mut wire = lock(&self.wire);
+            let mut taken = false;
             let written = loop {
                 if bytes.is_empty() {
                     break Pin::new(&mut wire.io).poll_flush(cx);
@@ -471,14 +472,14 @@ impl Link {
                     Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                     Poll::Ready(Ok(n)) => {
                         bytes = &bytes[n..];
-                        stalled = None;
-                        self.guard.progressed();
+                        taken = true;
                     }
                     other => break other.map_ok(|_| ()),
                 }
             };
+            // Under TLS a flush moves bytes too, which only the transport's count shows.
             let now = wire.io.sent();
-            if now != sent {
+            if taken || now != sent {
                 sent = now;
                 stalled = None;
                 self.guard.progressed();
