@@ -11,8 +11,8 @@
 #
 # Knobs (environment): CASES, DURATION=10 (s per measured run), THREADS=2 and CONNS=50 (wrk,
 # h2load), H2_STREAMS=1 (concurrent gRPC calls per HTTP/2 connection), RATE=2000 (req/s
-# offered for the latency run), ROUNDS=3 (median is reported), WARMUP=3 (s),
-# BACKEND_WORKERS=1, OHA_VERSION=1.16.0, BUILD_TIMEOUT=2400 (s), GATEHOUSE_BIN (skip the
+# offered for the latency run), ROUNDS=3 (median is reported), WARMUP=3 (s), PAIRED=1 (a
+# third run per round: both proxies at RATE at once, pinned to one CPU), BACKEND_WORKERS=1, OHA_VERSION=1.16.0, BUILD_TIMEOUT=2400 (s), GATEHOUSE_BIN (skip the
 # build and use this binary).
 #
 # Every wait and every load run is bounded by a timeout; every process started here is
@@ -29,6 +29,7 @@ ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-3}
 BACKEND_WORKERS=${BACKEND_WORKERS:-1}
 BUILD_TIMEOUT=${BUILD_TIMEOUT:-2400}
+PAIRED=${PAIRED:-1}
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -88,9 +89,15 @@ command -v h2load >/dev/null || missing+=(nghttp2-client)
 command -v curl >/dev/null || missing+=(curl)
 command -v jq >/dev/null || missing+=(jq)
 command -v pgrep >/dev/null || missing+=(procps)
+command -v taskset >/dev/null || missing+=(util-linux)
 apt_install "${missing[@]}"
 oha_install
 CLK_TCK=$(getconf CLK_TCK)
+PAIR_CPU=$(($(nproc) - 1))
+if ((PAIRED)) && { ((PAIR_CPU < 1)) || [[ ! -r /proc/self/schedstat ]]; }; then
+    log "no paired runs: they need two CPUs and /proc/PID/schedstat"
+    PAIRED=0
+fi
 
 # ---------------------------------------------------------------------------------------
 # 2. gatehouse, release build.
@@ -148,6 +155,18 @@ cpu_ticks() {
         s=${s##*) } # drop "pid (comm) ": f[0] is field 3
         read -ra f <<<"$s"
         total=$((total + f[11] + f[12]))
+    done
+    echo "$total"
+}
+
+# cpu_ns PID...: on-CPU nanoseconds of all their threads (/proc/PID/task/*/schedstat), summed.
+cpu_ns() {
+    local total=0 p t ns
+    for p in "$@"; do
+        for t in /proc/"$p"/task/*/schedstat; do
+            read -r ns _ <"$t"
+            total=$((total + ns))
+        done
     done
     echo "$total"
 }
@@ -226,7 +245,7 @@ fi
     echo "h2load:      $(h2load --version 2>&1 | head -1 | awk '{print $NF}')"
     echo "oha:         $(oha --version | awk '{print $2}')"
     echo "cases:       $CASES"
-    echo "parameters:  ROUNDS=$ROUNDS DURATION=${DURATION}s THREADS=$THREADS CONNS=$CONNS H2_STREAMS=$H2_STREAMS RATE=$RATE/s BACKEND_WORKERS=$BACKEND_WORKERS CLK_TCK=$CLK_TCK"
+    echo "parameters:  ROUNDS=$ROUNDS DURATION=${DURATION}s THREADS=$THREADS CONNS=$CONNS H2_STREAMS=$H2_STREAMS RATE=$RATE/s PAIRED=$PAIRED BACKEND_WORKERS=$BACKEND_WORKERS CLK_TCK=$CLK_TCK"
     echo "backends:    nginx $BACKEND_PORT, grpc-echo ${GRPC_BACKEND_PORT:--}"
 } | tee "$OUT/environment.txt"
 
@@ -259,6 +278,12 @@ $(nginx_temp_paths "$d")
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            # What gatehouse does to every request: the client's Host passed on, and
+            # X-Forwarded-For (appended to), -Proto and -Host set. Not nginx's default.
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$host;
         }
     }
 }
@@ -276,7 +301,13 @@ $(nginx_temp_paths "$d")
     }
     server {
         listen 127.0.0.1:$port http2 backlog=4096;
-        location / { grpc_pass grpc://grpc_backend; }
+        location / {
+            grpc_pass grpc://grpc_backend;
+            # As for http: the X-Forwarded fields gatehouse sets.
+            grpc_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            grpc_set_header X-Forwarded-Proto \$scheme;
+            grpc_set_header X-Forwarded-Host \$host;
+        }
     }
 }
 EOC
@@ -446,27 +477,82 @@ run_max() {
     log "$CASE $name round $round: ${rps} req/s, $(usec_per_req $((t1 - t0)) "$reqs") CPU-µs/req, $errs errors"
 }
 
-# One fixed-rate run with oha; appends "p50_ms p99_ms achieved_rps cpu_us_per_req errors".
-run_rate() {
-    local name=$1 round=$2 raw="$OUT/$CASE.$1.oha.$2.json" t0 t1 ok total p50 p99 rps
+# oha_rate NAME RAW [CMD...]: oha at $RATE for DURATION against NAME, JSON into RAW; CMD
+# (taskset ...) runs it.
+oha_rate() {
+    local name=$1 raw=$2
+    shift 2
     local -a extra=()
     if [[ $CASE == grpc ]]; then
         extra=(--http2 -p "$H2_STREAMS" -m POST -D "$GRPC_REQ" -H 'content-type: application/grpc' -H 'te: trailers')
     fi
-    t0=$(cpu_ticks ${CPU_PIDS[$name]})
-    timeout $((DURATION + 30)) oha -z "${DURATION}s" -q "$RATE" -c "$CONNS" --latency-correction -w \
+    "$@" timeout $((DURATION + 30)) oha -z "${DURATION}s" -q "$RATE" -c "$CONNS" --latency-correction -w \
         --no-tui --output-format json "${extra[@]}" "${URL[$name]}" >"$raw"
+}
+# oha_counts RAW: "answered-2xx all" of an oha run. Calls oha itself cut off at the end of
+# the run ("aborted due to deadline", which -w does not prevent with --http2) are not the
+# proxy's errors.
+oha_counts() {
+    jq -r '[([.statusCodeDistribution // {} | to_entries[] | select(.key | startswith("2")) | .value] | add // 0),
+        ([.statusCodeDistribution // {} | .[]] | add // 0)
+        + ([.errorDistribution // {} | to_entries[] | select(.key != "aborted due to deadline") | .value] | add // 0)]
+        | @tsv' "$1"
+}
+
+# One fixed-rate run with oha; appends "p50_ms p99_ms achieved_rps cpu_us_per_req errors".
+run_rate() {
+    local name=$1 round=$2 raw="$OUT/$CASE.$1.oha.$2.json" t0 t1 ok total p50 p99 rps
+    t0=$(cpu_ticks ${CPU_PIDS[$name]})
+    oha_rate "$name" "$raw"
     t1=$(cpu_ticks ${CPU_PIDS[$name]})
-    ok=$(jq '[.statusCodeDistribution // {} | to_entries[] | select(.key | startswith("2")) | .value] | add // 0' "$raw")
-    # Calls oha itself cut off at the end of the run ("aborted due to deadline", which -w
-    # does not prevent with --http2) are not the proxy's errors.
-    total=$(jq '([.statusCodeDistribution // {} | .[]] | add // 0)
-        + ([.errorDistribution // {} | to_entries[] | select(.key != "aborted due to deadline") | .value] | add // 0)' "$raw")
+    read -r ok total < <(oha_counts "$raw")
     p50=$(jq '.latencyPercentiles.p50 * 1000' "$raw")
     p99=$(jq '.latencyPercentiles.p99 * 1000' "$raw")
     rps=$(jq '.summary.requestsPerSec' "$raw")
     printf '%s\t%s\t%s\t%s\t%s\n' "$p50" "$p99" "$rps" "$(usec_per_req $((t1 - t0)) "$ok")" "$((total - ok))" >>"$OUT/$CASE.$name.rate.tsv"
     log "$CASE $name round $round: oha @${RATE}/s p50 $(printf %.3f "$p50") ms, p99 $(printf %.3f "$p99") ms, $(usec_per_req $((t1 - t0)) "$ok") CPU-µs/req"
+}
+
+# One paired run (PAIRED=1): both proxies pinned to the last CPU and loaded at $RATE at the
+# same time, by two oha on the other CPUs, so that whatever else the machine does falls on
+# both alike. Apart, rounds of one proxy after the other differ by up to 15% here; paired,
+# by about 1%. CPU is on-CPU time from schedstat (ns), not ticks. Appends
+# "cpu_us_per_req errors p99_ms" to $OUT/CASE.NAME.paired.tsv.
+run_paired() {
+    local round=$1 name order raw ok total p99
+    local -A t0 t1 oha_pid
+    if ((round % 2)); then order="gatehouse nginx"; else order="nginx gatehouse"; fi
+    for name in gatehouse nginx; do pin "$PAIR_CPU" ${CPU_PIDS[$name]}; done
+    for name in gatehouse nginx; do t0[$name]=$(cpu_ns ${CPU_PIDS[$name]}); done
+    for name in $order; do
+        oha_rate "$name" "$OUT/$CASE.$name.paired.$round.json" taskset -c "0-$((PAIR_CPU - 1))" &
+        oha_pid[$name]=$!
+    done
+    for name in $order; do wait "${oha_pid[$name]}"; done
+    for name in gatehouse nginx; do t1[$name]=$(cpu_ns ${CPU_PIDS[$name]}); done
+    for name in gatehouse nginx; do pin "0-$PAIR_CPU" ${CPU_PIDS[$name]}; done
+    for name in gatehouse nginx; do
+        raw="$OUT/$CASE.$name.paired.$round.json"
+        read -r ok total < <(oha_counts "$raw")
+        p99=$(jq '.latencyPercentiles.p99 * 1000' "$raw")
+        awk -v ns=$((t1[$name] - t0[$name])) -v n="$ok" -v e=$((total - ok)) -v p99="$p99" \
+            'BEGIN {printf "%s\t%d\t%s\n", (n > 0) ? sprintf("%.2f", ns / 1000 / n) : "nan", e, p99}' >>"$OUT/$CASE.$name.paired.tsv"
+    done
+    log "$CASE paired round $round: CPU-µs/req gatehouse $(tail -1 "$OUT/$CASE.gatehouse.paired.tsv" | cut -f1)," \
+        "nginx $(tail -1 "$OUT/$CASE.nginx.paired.tsv" | cut -f1)"
+}
+# pin CPUS PID...: every thread of each PID on CPUS.
+pin() {
+    local cpus=$1 p
+    shift
+    for p in "$@"; do taskset -a -p -c "$cpus" "$p" >/dev/null; done
+}
+# paired_ratios COLUMN: the per-round ratios gatehouse/nginx of a column of the paired runs
+# (1: CPU, 3: p99), "median (min-max)".
+paired_ratios() {
+    paste "$OUT/$CASE.gatehouse.paired.tsv" "$OUT/$CASE.nginx.paired.tsv" |
+        awk -v c="$1" '$c != "nan" && $(c + 3) + 0 > 0 {print $c / $(c + 3)}' |
+        sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "nan"; else printf "%.3f (%.3f-%.3f)", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2, v[1], v[NR]}'
 }
 
 row() { # label gatehouse nginx [noratio]
@@ -529,12 +615,14 @@ run_case() {
         saturate "$name" "$WARMUP" "$OUT/$CASE.$name.warmup.txt"
         : >"$OUT/$CASE.$name.max.tsv"
         : >"$OUT/$CASE.$name.rate.tsv"
+        : >"$OUT/$CASE.$name.paired.tsv"
     done
     for ((round = 1; round <= ROUNDS; round++)); do
         # Alternate who goes first, so slow drift in the machine's load hits both alike.
         if ((round % 2)); then order="gatehouse nginx"; else order="nginx gatehouse"; fi
         for name in $order; do run_max "$name" "$round"; done
         for name in $order; do run_rate "$name" "$round"; done
+        ((PAIRED)) && run_paired "$round"
     done
     if [[ $CASE == grpc ]]; then
         # Still answering with grpc-status 0 after the load (h2load and oha see only HTTP).
@@ -546,6 +634,9 @@ run_case() {
         declare -g "${name}_rps=$(col max 1)" "${name}_cpu_max=$(col max 2)" "${name}_err_max=$(cut -f3 "$OUT/$CASE.$name.max.tsv" | total)"
         declare -g "${name}_p50=$(col rate 1)" "${name}_p99=$(col rate 2)" "${name}_rate=$(col rate 3)" "${name}_cpu_rate=$(col rate 4)" \
             "${name}_err_rate=$(cut -f5 "$OUT/$CASE.$name.rate.tsv" | total)"
+        declare -g "${name}_cpu_paired=$(cut -f1 "$OUT/$CASE.$name.paired.tsv" | median)" \
+            "${name}_err_paired=$(cut -f2 "$OUT/$CASE.$name.paired.tsv" | total)" \
+            "${name}_p99_paired=$(cut -f3 "$OUT/$CASE.$name.paired.tsv" | median)"
         declare -g "${name}_rss=$(awk -v k="$(hwm_kib "${RSS_PID[$name]}")" 'BEGIN {printf "%.1f", k / 1024}')"
     done
     {
@@ -560,10 +651,18 @@ run_case() {
         row "latency p99 @ $RATE req/s, ms (oha)" "$(fmt "$gatehouse_p99" %.3f)" "$(fmt "$nginx_p99" %.3f)"
         row "achieved rate @ $RATE req/s" "$(fmt "$gatehouse_rate" %.0f)" "$(fmt "$nginx_rate" %.0f)"
         row "CPU-us/request @ $RATE req/s" "$gatehouse_cpu_rate" "$nginx_cpu_rate"
+        if ((PAIRED)); then
+            row "CPU-us/request @ $RATE req/s, paired" "$gatehouse_cpu_paired" "$nginx_cpu_paired"
+            row "latency p99 @ $RATE req/s, paired, ms" "$(fmt "$gatehouse_p99_paired" %.3f)" "$(fmt "$nginx_p99_paired" %.3f)"
+        fi
         row "peak RSS, MiB (VmHWM; nginx: worker)" "$gatehouse_rss" "$nginx_rss"
         row "errors (non-2xx + socket), max / oha" "$gatehouse_err_max / $gatehouse_err_rate" "$nginx_err_max / $nginx_err_rate" noratio
         echo
         echo "nginx master VmHWM: $(awk -v k="$(hwm_kib "$NGINX_PID")" 'BEGIN {printf "%.1f", k / 1024}') MiB."
+        if ((PAIRED)); then
+            echo "Paired runs, gatehouse/nginx round by round: CPU $(paired_ratios 1), p99 $(paired_ratios 3);" \
+                "errors $gatehouse_err_paired / $nginx_err_paired."
+        fi
     } | tee -a "$OUT/summary.txt"
     stop_pids "$GH_PID" "$NGINX_PID" $nginx_workers
 }
