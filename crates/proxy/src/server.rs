@@ -8,7 +8,7 @@
 use std::{
     convert::Infallible,
     net::SocketAddr,
-    pin::Pin,
+    pin::{Pin, pin},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -117,11 +117,13 @@ impl HttpServer {
                     Ok::<_, Infallible>(response.map(|body| Tracked { body, _open: open }))
                 }
             });
-            guard.serve(self.http2.serve_connection(io, svc), |c| c.graceful_shutdown()).await;
+            let connection = pin!(self.http2.serve_connection(io, svc));
+            guard.serve(connection, |c| c.graceful_shutdown()).await;
         } else {
             guard.watch_heads(HTTP1_HEAD_WAIT_SWEEPS);
             // The loop itself stops taking requests when the drain begins.
-            guard.serve(downstream::http1::serve(Box::new(io), prefix, conn, state, shared), |_| {}).await;
+            let connection = pin!(downstream::http1::serve(Box::new(io), prefix, conn, state, shared));
+            guard.serve(connection, |_| {}).await;
         }
     }
 }
