@@ -89,7 +89,12 @@ free_port NGINX_PORT
 nginx_conf "$WORK/nginx" "$NGINX_PORT" "    upstream backend { server 127.0.0.1:$BACKEND; keepalive 128; keepalive_requests 10000000; }
     server {
         listen 127.0.0.1:$NGINX_PORT;
-        location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; }
+        location / {
+            proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\";
+            # As in run.sh: the forwarding gatehouse does to every request.
+            proxy_set_header Host \$http_host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme; proxy_set_header X-Forwarded-Host \$host;
+        }
     }"
 
 free_port GH_PORT
