@@ -13,7 +13,7 @@
 //! instructions.
 
 use std::{
-    pin::Pin,
+    pin::{Pin, pin},
     sync::{
         Arc, Weak,
         atomic::{AtomicU8, Ordering},
@@ -209,9 +209,8 @@ impl ConnGuard {
 
     /// Serves a connection: `shutdown` is called on it once the drain begins (HTTP/1.1's
     /// loop looks at the drain itself), and it is dropped if still open when killed.
-    /// Pinned by the caller: an async fn that took it by value would hold it twice, as its
-    /// argument and as the pinned local (13.6 KB a connection instead of 6.8 for HTTP/1.1).
-    pub async fn serve<C: Future>(&self, mut conn: Pin<&mut C>, shutdown: impl Fn(Pin<&mut C>)) {
+    pub async fn serve<C: Future>(&self, conn: C, shutdown: impl Fn(Pin<&mut C>)) {
+        let mut conn = pin!(conn);
         let mut shutting_down = false;
         std::future::poll_fn(|cx| {
             match self.poll_state(cx) {

@@ -8,7 +8,7 @@
 use std::{
     convert::Infallible,
     net::SocketAddr,
-    pin::{Pin, pin},
+    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -117,13 +117,11 @@ impl HttpServer {
                     Ok::<_, Infallible>(response.map(|body| Tracked { body, _open: open }))
                 }
             });
-            let connection = pin!(self.http2.serve_connection(io, svc));
-            guard.serve(connection, |c| c.graceful_shutdown()).await;
+            guard.serve(self.http2.serve_connection(io, svc), |c| c.graceful_shutdown()).await;
         } else {
             guard.watch_heads(HTTP1_HEAD_WAIT_SWEEPS);
             // The loop itself stops taking requests when the drain begins.
-            let connection = pin!(downstream::http1::serve(Box::new(io), prefix, conn, state, shared));
-            guard.serve(connection, |_| {}).await;
+            guard.serve(downstream::http1::serve(Box::new(io), prefix, conn, state, shared), |_| {}).await;
         }
     }
 }
