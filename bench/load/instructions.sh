@@ -10,7 +10,8 @@
 # Knobs (environment): DURATION=8 (s of measured load), CONNS=10, WARMUP=2 (s),
 # RATE (req/s: oha at this fixed rate instead of wrk as fast as it can, so that requests
 # come one at a time and each pays for its own wake-ups, as at run.sh's fixed rate; under
-# callgrind keep it at a few hundred),
+# callgrind keep it at a few hundred), CLOSE=1 (with RATE: a new client connection for each
+# request, so that accepting, spawning and ending a connection are counted too),
 # GATEHOUSE_BIN (skip the build), BUILD_TIMEOUT=2400 (s), KEEP=DIR (keep the callgrind dumps
 # there, for callgrind_annotate).
 set -euo pipefail
@@ -37,6 +38,7 @@ log() { printf '[instructions %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 # shellcheck source=lib.sh
 source "$HERE/lib.sh"
+[[ ${CLOSE:-0} != 1 || -n ${RATE:-} ]] || die "CLOSE=1 needs RATE (oha)"
 
 missing=()
 tools=(nginx curl valgrind)
@@ -137,7 +139,9 @@ EOF
 load() {
     if [[ -n ${RATE:-} ]]; then
         # -w: requests still out at the end are answered, and counted, not cut off.
-        timeout $(($2 + 60)) oha -z "${2}s" -w -q "$RATE" -c "$CONNS" --no-tui --output-format json "$1" |
+        local -a close=()
+        [[ ${CLOSE:-0} == 1 ]] && close=(--disable-keepalive)
+        timeout $(($2 + 60)) oha -z "${2}s" -w -q "$RATE" -c "$CONNS" "${close[@]}" --no-tui --output-format json "$1" |
             jq '.statusCodeDistribution["200"] // empty'
     else
         timeout $(($2 + 60)) wrk -t1 -c"$CONNS" -d"${2}s" "$1" | awk '/requests in/ {print $1}'
