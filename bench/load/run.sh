@@ -12,8 +12,9 @@
 # Knobs (environment): CASES, DURATION=10 (s per measured run), THREADS=2 and CONNS=50 (wrk,
 # h2load), H2_STREAMS=1 (concurrent gRPC calls per HTTP/2 connection), RATE=2000 (req/s
 # offered for the latency run), ROUNDS=3 (median is reported), WARMUP=3 (s), PAIRED=1 (a
-# third run per round: both proxies at RATE at once, pinned to one CPU), BACKEND_WORKERS=1, OHA_VERSION=1.16.0, BUILD_TIMEOUT=2400 (s), GATEHOUSE_BIN (skip the
-# build and use this binary).
+# third run per round: both proxies at RATE at once, pinned to one CPU), BACKEND_WORKERS=1,
+# OHA_VERSION=1.16.0, BUILD_TIMEOUT=2400 (s), GATEHOUSE_BIN (skip the build and use this
+# binary).
 #
 # Every wait and every load run is bounded by a timeout; every process started here is
 # stopped on exit. Traffic goes to 127.0.0.1 only.
