@@ -19,6 +19,7 @@ mod handler;
 pub mod hostmap;
 pub mod metrics;
 pub mod path;
+mod recycle;
 mod respond;
 mod rewind;
 mod server;

@@ -35,7 +35,7 @@ use crate::{
     counted::Counted,
     downstream::{self, RequestBody},
     drain::{ConnGuard, Conns, HTTP1_HEAD_WAIT_SWEEPS, HTTP2_IDLE_SWEEPS, SWEEP_INTERVAL},
-    handler,
+    handler, recycle,
     rewind::{H2_PREFACE, Rewind, first_bytes},
     stream::{self, StreamConfig},
     ticks,
@@ -103,21 +103,19 @@ impl HttpServer {
             let streams = Arc::new(Streams { open: AtomicUsize::new(0), guard: guard.clone() });
             let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let open = streams.open();
-                // Each request runs to completion on the configuration current when it arrived.
-                // Boxed: hyper spawns a task per stream, and moves the stream's future several
-                // times on the way into it; the handler's is several kilobytes.
-                let handling = Box::pin(handler::handle(
-                    req.map(RequestBody::Http2),
-                    state.load().config.clone(),
-                    conn.clone(),
-                    shared.clone(),
-                ));
+                // Each request runs to completion on the configuration current when it arrived,
+                // in recycled memory (`recycle`): hyper spawns a task per stream and moves the
+                // stream's future several times on the way into it, and the handler's is
+                // several kilobytes.
+                let job = (req.map(RequestBody::Http2), state.load().config.clone(), conn.clone(), shared.clone());
+                let handling =
+                    recycle::run(|(req, config, conn, shared)| handler::handle(req, config, conn, shared), job);
                 async move {
                     let Ok(response) = handling.await;
                     Ok::<_, Infallible>(response.map(|body| Tracked { body, _open: open }))
                 }
             });
-            guard.serve(self.http2.serve_connection(io, svc), |c| c.graceful_shutdown()).await;
+            Box::pin(guard.serve(self.http2.serve_connection(io, svc), |c| c.graceful_shutdown())).await;
         } else {
             guard.watch_heads(HTTP1_HEAD_WAIT_SWEEPS);
             // The loop itself stops taking requests when the drain begins.
@@ -237,6 +235,9 @@ pub async fn accept_loop(
     conns.kill();
 }
 
+/// Serves one accepted connection. What only TLS and HTTP/2 connections need (kilobytes of
+/// handshake and stream state) is boxed, so that the task of every connection stays small:
+/// about 2 KB for HTTP/1.1, of which a request's own state is not part (`recycle`).
 #[allow(clippy::too_many_arguments)]
 async fn serve(
     stream: TcpStream,
@@ -269,13 +270,13 @@ async fn serve(
                     stream::serve_passthrough(stream, hello, &sni, listener, &l4, &shared.metrics, guard).await;
                 }
                 ListenerProtocol::TlsTerminate => {
-                    stream::serve_terminate(stream, hello, &sni, listener, &l4, &shared.metrics, guard).await;
+                    Box::pin(stream::serve_terminate(stream, hello, &sni, listener, &l4, &shared.metrics, guard)).await;
                 }
                 _ => {
                     let Some(config) = tls.and_then(|t| t.for_sni(&sni)) else { return };
                     let accept =
                         tokio_rustls::TlsAcceptor::from(config).accept(Counted::new(Rewind::new(hello, stream)));
-                    serve_https(accept, peer, local, state, shared, server, guard).await;
+                    Box::pin(serve_https(accept, peer, local, state, shared, server, guard)).await;
                 }
             }
         }
@@ -292,7 +293,7 @@ async fn serve(
             let Ok(Ok(start)) = tokio::time::timeout(FIRST_BYTES_TIMEOUT, lazy).await else { return };
             let sni = start.client_hello().server_name().map(str::to_ascii_lowercase).unwrap_or_default();
             let Some(config) = configs.for_sni(&sni) else { return };
-            serve_https(start.into_stream(config), peer, local, state, shared, server, guard).await;
+            Box::pin(serve_https(start.into_stream(config), peer, local, state, shared, server, guard)).await;
         }
     }
 }

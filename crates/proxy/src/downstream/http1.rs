@@ -32,10 +32,11 @@ use super::{
 };
 use crate::{
     Body, BoxError, Shared,
+    config::BindConfig,
     counted::Counted,
     drain::ConnGuard,
     handler::{self, Conn},
-    lock,
+    lock, recycle,
     rewind::Rewind,
     server::BindState,
     upstream::codec::{Decoded, Decoder, HeadCache, last_chunk, parse_length},
@@ -96,7 +97,7 @@ struct Wire {
 impl Wire {
     /// A connection's transport, of which `prefix` was read already.
     fn new(io: Box<dyn Io>, prefix: &[u8]) -> Self {
-        let mut read = BytesMut::with_capacity(8 * 1024);
+        let mut read = recycle::buffer();
         read.extend_from_slice(prefix);
         Wire {
             io,
@@ -143,26 +144,71 @@ pub async fn serve(
 ) {
     let wire = Mutex::new(Wire::new(io, &prefix));
     let link = Arc::new(Link { wire, conn: AtomicWaker::new(), guard: conn.guard.clone() });
-    let mut out = BytesMut::with_capacity(8 * 1024);
+    let mut client = Client { link, conn, shared };
     loop {
-        let head = match std::future::poll_fn(|cx| link.poll_head(cx)).await {
-            Ok(Some(head)) if link.guard.head_arrived() => Ok(head),
+        let head = match std::future::poll_fn(|cx| client.link.poll_head(cx)).await {
+            Ok(Some(head)) if client.link.guard.head_arrived() => Ok(head),
             // Too late: the connection waited too long for this head and is being ended.
             Ok(Some(_)) => Err(StatusCode::REQUEST_TIMEOUT),
-            Ok(None) => return link.close(false).await,
+            Ok(None) => return client.link.close(false).await,
             Err(refused) => {
-                tracing::debug!(peer = ?conn.peer_ip, "request refused: {refused}");
+                tracing::debug!(peer = ?client.conn.peer_ip, "request refused: {refused}");
                 Err(refused.status())
             }
         };
         let head = match head {
             Ok(head) => head,
             Err(status) => {
+                let mut out = BytesMut::new();
                 encode_refusal(&mut out, status);
-                let _ = link.write_out(&mut out).await;
-                return link.close(true).await;
+                let _ = client.link.write_out(&mut out).await;
+                return client.link.close(true).await;
             }
         };
+        // Each request runs to completion on the configuration current when it arrived,
+        // its state in memory recycled from the requests before it (`recycle`). The
+        // connection's own task keeps only what it needs between requests.
+        let config = state.load().config.clone();
+        let after;
+        (client, after) = recycle::run(Client::exchange, (client, head, config)).await;
+        match after {
+            After::Next => {}
+            After::Close { linger } => return client.link.close(linger).await,
+            After::End => return,
+        }
+    }
+}
+
+/// What a connection keeps from one request to the next, lent to each exchange.
+struct Client {
+    link: Arc<Link>,
+    conn: Arc<Conn>,
+    shared: Arc<Shared>,
+}
+
+/// What becomes of the connection after an exchange.
+enum After {
+    /// It reads the next request.
+    Next,
+    /// It closes; with input perhaps unread, lingering first.
+    Close { linger: bool },
+    /// It is done with: the client left, or the connection was handed on.
+    End,
+}
+
+impl Client {
+    /// One request, handled and its response written; the client is handed back with what
+    /// follows.
+    async fn exchange((client, head, config): (Self, RequestHead, Arc<BindConfig>)) -> (Self, After) {
+        // What is to be written to the client, gathered.
+        let mut out = recycle::buffer();
+        let after = client.answer(&mut out, head, config).await;
+        recycle::give_back(out);
+        (client, after)
+    }
+
+    async fn answer(&self, out: &mut BytesMut, head: RequestHead, config: Arc<BindConfig>) -> After {
+        let Client { link, conn, shared } = self;
         let RequestHead { request, body, keep_alive, expect_continue, upgrade, trailers } = head;
         let mut exchange = Exchange {
             head: request.method() == Method::HEAD,
@@ -180,8 +226,6 @@ pub async fn serve(
             request.extensions_mut().insert(OnUpgrade::new(rx));
             exchange.switch = Some(tx);
         }
-        // Each request runs to completion on the configuration current when it arrived.
-        let config = state.load().config.clone();
         let mut handling = std::pin::pin!(handler::handle(request, config, conn.clone(), shared.clone()));
         // A client that hangs up meanwhile ends the exchange, and with it the backend's.
         let handled = std::future::poll_fn(|cx| {
@@ -191,35 +235,30 @@ pub async fn serve(
         .await;
         let Some(Ok(response)) = handled else {
             tracing::debug!(peer = ?conn.peer_ip, "the client left before its response");
-            return;
+            return After::End;
         };
         // Draining, or a body its handler left unread: this is the last exchange, and the
         // response says so.
         let last = conn.guard.is_draining() || (has_body && link.body_abandoned());
         exchange.keep_alive &= !last;
-        let next = match link.respond(&mut out, response, &mut exchange).await {
+        let next = match link.respond(out, response, &mut exchange).await {
             Ok(next) => next,
             Err(e) => {
                 tracing::debug!(peer = ?conn.peer_ip, "writing a response failed: {e}");
-                return;
+                return After::End;
             }
         };
         match next {
-            Next::Request => {}
-            Next::Close => {
-                // Whoever still sends the body on (a backend answered early) finishes first.
-                let finished = !has_body || link.body_finished().await;
-                return link.close(!finished).await;
-            }
+            Next::Request if has_body && !link.body_finished().await => After::Close { linger: true },
+            Next::Request => After::Next,
+            // Whoever still sends the body on (a backend answered early) finishes first.
+            Next::Close => After::Close { linger: has_body && !link.body_finished().await },
             Next::Switch => {
                 if let Some(switch) = exchange.switch {
                     let _ = switch.send(link.take_connection());
                 }
-                return;
+                After::End
             }
-        }
-        if has_body && !link.body_finished().await {
-            return link.close(true).await;
         }
     }
 }
@@ -259,12 +298,21 @@ impl Link {
                 return Poll::Ready(Ok(None));
             }
             wire.scanned = wire.read.len();
-            if wire.read.capacity() - wire.read.len() < 1024 {
+            if wire.read.is_empty() && wire.read.capacity() == 0 {
+                wire.read = recycle::buffer();
+            } else if wire.read.capacity() - wire.read.len() < 1024 {
                 wire.read.reserve(8 * 1024);
             }
-            match ready!(tokio_util::io::poll_read_buf(Pin::new(&mut wire.io), cx, &mut wire.read)) {
-                Ok(0) | Err(_) => return Poll::Ready(Ok(None)),
-                Ok(_) => {}
+            match tokio_util::io::poll_read_buf(Pin::new(&mut wire.io), cx, &mut wire.read) {
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Ok(None)),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => {
+                    // Waiting for a head that has not begun: the buffer goes back until it does.
+                    if wire.read.is_empty() {
+                        recycle::give_back(std::mem::take(&mut wire.read));
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }
@@ -289,9 +337,11 @@ impl Link {
             status = StatusCode::BAD_GATEWAY;
             exchange.keep_alive = false;
         }
+        // A status replaced here goes out alone, without the response's fields or body.
+        let replaced = status != parts.status;
         let none = HeaderMap::new();
-        let headers = if status == parts.status { &parts.headers } else { &none };
-        let exact = if status == parts.status { body.size_hint().exact() } else { Some(0) };
+        let headers = if replaced { &none } else { &parts.headers };
+        let exact = if replaced { Some(0) } else { body.size_hint().exact() };
         let framing = Framing::of(status, exchange.head, exchange.http10, exact, || declared_length(headers));
         if framing == Framing::Close {
             exchange.keep_alive = false;
@@ -312,9 +362,10 @@ impl Link {
             wire.continue_left = 0;
         }
         let connection = encode_response(out, status, headers, framing, connection);
+        recycle::give_back_headers(parts.headers);
         let sent = match framing {
             Framing::NoBody(_) => Ok(()),
-            _ if status != parts.status => Ok(()),
+            _ if replaced => Ok(()),
             _ => self.send_body(out, &mut body, framing, exchange.trailers).await?,
         };
         // Done with the body: from here the connection counts as waiting for its next head

@@ -8,7 +8,10 @@ use std::mem::MaybeUninit;
 use bytes::BytesMut;
 use http::{HeaderValue, Method, Request, StatusCode, Uri, Version, header};
 
-use crate::upstream::codec::{Chunk, ConnectionOptions, Decoder, Field, HeadCache, ends_chunked, merge_length};
+use crate::{
+    recycle,
+    upstream::codec::{Chunk, ConnectionOptions, Decoder, Field, HeadCache, ends_chunked, merge_length},
+};
 
 /// Larger request heads are refused (431), and so are heads with more header fields.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -92,9 +95,9 @@ pub fn parse_request(buf: &mut BytesMut, cache: &mut HeadCache) -> Result<Option
     let bytes = buf.split_to(len).freeze();
     let mut request = Request::new(());
     *request.uri_mut() = Uri::from_maybe_shared(bytes.slice(target)).map_err(|_| Refused::Target)?;
-    let headers = request.headers_mut();
     // Room for what a proxy adds (X-Forwarded-*), so that the map need not grow.
-    headers.reserve(cache.spans.len() + 3);
+    *request.headers_mut() = recycle::header_map(cache.spans.len() + 3);
+    let headers = request.headers_mut();
     let mut length: Option<u64> = None;
     let (mut transfer_encoded, mut chunked) = (false, false);
     let mut connection = ConnectionOptions::default();

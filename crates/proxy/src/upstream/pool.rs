@@ -32,7 +32,7 @@ use super::{
     http1::{Http1Body, Http1Conn, Upgraded},
     stream::Stream,
 };
-use crate::{BoxError, UpstreamBody, lock, ticks};
+use crate::{BoxError, UpstreamBody, lock, recycle, ticks};
 
 /// How long connecting, TLS handshake included, may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -323,6 +323,7 @@ impl Http1Request {
         let (end, exact) = (body.is_end_stream(), body.size_hint().exact());
         let encoded =
             codec::encode_request(&mut head, &parts.method, target, &parts.headers, authority.as_str(), end, exact);
+        recycle::give_back_headers(parts.headers);
         Self {
             head: head.freeze(),
             body,
