@@ -1,8 +1,8 @@
 //! Ending a socket's connections. Each connection holds a [`ConnGuard`]; the socket's
 //! [`Conns`] counts them, asks them to finish (HTTP connections stop taking requests, byte
 //! streams go on) and, at the drain deadline, to stop at once. A connection looks at its
-//! signal whenever its task is polled: an atomic load and a waker registration, cheaper on
-//! every request than a watch channel.
+//! signal whenever its task is polled: an atomic load, and a waker registration when the
+//! state has changed since the last, cheaper on every request than a watch channel.
 //!
 //! The same sweep ends connections that wait too long for a request head, whether idle
 //! between requests or sent one byte at a time: a connection marks when it starts and stops
@@ -18,7 +18,7 @@ use std::{
         Arc, Weak,
         atomic::{AtomicU8, Ordering},
     },
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
     time::Duration,
 };
 
@@ -189,6 +189,10 @@ impl ConnGuard {
     /// The state now; the task is woken when it changes.
     fn poll_state(&self, cx: &mut Context<'_>) -> u8 {
         self.signal.waker.register(cx.waker());
+        self.state()
+    }
+
+    fn state(&self) -> u8 {
         self.signal.state.load(Ordering::Acquire)
     }
 
@@ -199,7 +203,7 @@ impl ConnGuard {
     }
 
     pub fn is_draining(&self) -> bool {
-        self.signal.state.load(Ordering::Acquire) != RUNNING
+        self.state() != RUNNING
     }
 
     /// Resolves when the connection must stop.
@@ -212,8 +216,19 @@ impl ConnGuard {
     pub async fn serve<C: Future>(&self, conn: C, shutdown: impl Fn(Pin<&mut C>)) {
         let mut conn = pin!(conn);
         let mut shutting_down = false;
+        // The state when this task's waker was last registered: the signal wakes it (and
+        // forgets it) only on a change of state, so until one it need not register again.
+        let mut registered: Option<(u8, Waker)> = None;
         std::future::poll_fn(|cx| {
-            match self.poll_state(cx) {
+            let state = match &registered {
+                Some((seen, waker)) if waker.will_wake(cx.waker()) && self.state() == *seen => *seen,
+                _ => {
+                    let state = self.poll_state(cx);
+                    registered = Some((state, cx.waker().clone()));
+                    state
+                }
+            };
+            match state {
                 KILLED => return Poll::Ready(()),
                 DRAINING if !shutting_down => {
                     shutting_down = true;

@@ -74,19 +74,19 @@ fn ip_header(ip: IpAddr) -> HeaderValue {
 pub async fn handle(
     mut req: Request<RequestBody>,
     bind: Arc<BindConfig>,
-    conn: Arc<Conn>,
-    shared: Arc<Shared>,
+    conn: &Conn,
+    shared: &Shared,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let grpc = is_grpc(req.headers());
-    Ok(match route(&mut req, &bind, &conn) {
+    Ok(match route(&mut req, &bind, conn) {
         Err(refusal) => {
             let response = refusal.into_response(grpc);
             shared.metrics.unrouted(response.status(), started.elapsed());
             response
         }
         Ok(Routed { rule, prefix }) => {
-            let response = match run_rule(req, started, &bind, &conn, &rule, prefix).await {
+            let response = match run_rule(req, started, &bind, conn, &rule, prefix).await {
                 Ok(r) => r,
                 Err(refusal) => refusal.into_response(rule.grpc || grpc),
             };

@@ -20,7 +20,10 @@ use std::{
     cell::RefCell,
     marker::PhantomData,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
     thread::LocalKey,
 };
@@ -96,8 +99,14 @@ pub fn give_back_headers(mut map: HeaderMap) {
 
 /// A loop that runs jobs of one kind, one at a time, handed over in its mailbox.
 struct Runner<J, O> {
-    mail: Arc<Mutex<Mail<J, O>>>,
+    mailbox: Arc<Mailbox<J, O>>,
     run: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+struct Mailbox<J, O> {
+    mail: Mutex<Mail<J, O>>,
+    /// Set once the output is in: until then the holder looks with a load, not a lock.
+    done: AtomicBool,
 }
 
 enum Mail<J, O> {
@@ -139,7 +148,7 @@ where
 {
     let idle = IDLE_RUNNERS.try_with(|idle| runners_of::<W, J, O, _>(idle, Vec::pop)).ok().flatten();
     let runner = idle.unwrap_or_else(|| Runner::new(work));
-    *lock(&runner.mail) = Mail::Job(job);
+    *lock(&runner.mailbox.mail) = Mail::Job(job);
     Running { runner: Some(runner), work: PhantomData }
 }
 
@@ -166,17 +175,19 @@ impl<J: Send + 'static, O: Send + 'static> Runner<J, O> {
         W: Fn(J) -> F + Send + 'static,
         F: Future<Output = O> + Send + 'static,
     {
-        let mail = Arc::new(Mutex::new(Mail::Empty));
-        let mailbox = mail.clone();
+        let mailbox = Arc::new(Mailbox { mail: Mutex::new(Mail::Empty), done: AtomicBool::new(false) });
+        let inbox = mailbox.clone();
         let run = Box::pin(async move {
             loop {
                 // Polled only by whoever handed it a job (`Running`), so it needs no waker.
-                let job = std::future::poll_fn(|_| lock(&mailbox).take_job().map_or(Poll::Pending, Poll::Ready)).await;
+                let job =
+                    std::future::poll_fn(|_| lock(&inbox.mail).take_job().map_or(Poll::Pending, Poll::Ready)).await;
                 let done = work(job).await;
-                *lock(&mailbox) = Mail::Done(done);
+                *lock(&inbox.mail) = Mail::Done(done);
+                inbox.done.store(true, Ordering::Release);
             }
         });
-        Runner { mail, run }
+        Runner { mailbox, run }
     }
 }
 
@@ -194,7 +205,11 @@ impl<W: 'static, J: 'static, O: 'static> Future for Running<W, J, O> {
         let runner = self.runner.as_mut().expect("a job is not polled once it is done");
         // Never ready: it runs jobs for ever, and sets their output aside.
         let _ = runner.run.as_mut().poll(cx);
-        let Some(done) = lock(&runner.mail).take_done() else { return Poll::Pending };
+        if !runner.mailbox.done.load(Ordering::Acquire) {
+            return Poll::Pending;
+        }
+        runner.mailbox.done.store(false, Ordering::Relaxed);
+        let Some(done) = lock(&runner.mailbox.mail).take_done() else { return Poll::Pending };
         if let Some(runner) = self.runner.take() {
             let _ = IDLE_RUNNERS.try_with(|idle| {
                 runners_of::<W, J, O, _>(idle, |idle| {
@@ -224,8 +239,8 @@ mod tests {
         Pin::new(f).poll(&mut Context::from_waker(Waker::noop()))
     }
 
-    fn mailbox<W, J, O>(running: &Running<W, J, O>) -> *const Mutex<Mail<J, O>> {
-        Arc::as_ptr(&running.runner.as_ref().expect("running").mail)
+    fn mailbox<W, J, O>(running: &Running<W, J, O>) -> *const Mailbox<J, O> {
+        Arc::as_ptr(&running.runner.as_ref().expect("running").mailbox)
     }
 
     #[test]

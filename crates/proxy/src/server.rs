@@ -108,8 +108,12 @@ impl HttpServer {
                 // stream's future several times on the way into it, and the handler's is
                 // several kilobytes.
                 let job = (req.map(RequestBody::Http2), state.load().config.clone(), conn.clone(), shared.clone());
-                let handling =
-                    recycle::run(|(req, config, conn, shared)| handler::handle(req, config, conn, shared), job);
+                let handling = recycle::run(
+                    |(req, config, conn, shared): (_, _, Arc<handler::Conn>, Arc<Shared>)| async move {
+                        handler::handle(req, config, &conn, &shared).await
+                    },
+                    job,
+                );
                 async move {
                     let Ok(response) = handling.await;
                     Ok::<_, Infallible>(response.map(|body| Tracked { body, _open: open }))

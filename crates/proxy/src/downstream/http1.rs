@@ -226,7 +226,7 @@ impl Client {
             request.extensions_mut().insert(OnUpgrade::new(rx));
             exchange.switch = Some(tx);
         }
-        let mut handling = std::pin::pin!(handler::handle(request, config, conn.clone(), shared.clone()));
+        let mut handling = std::pin::pin!(handler::handle(request, config, conn, shared));
         // A client that hangs up meanwhile ends the exchange, and with it the backend's.
         let handled = std::future::poll_fn(|cx| {
             let polled = handling.as_mut().poll(cx);
