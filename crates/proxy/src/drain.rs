@@ -52,9 +52,12 @@ struct Signal {
 }
 
 impl Signal {
+    /// Wakes the connection only if the state changes: a connection registers its waker
+    /// again only when it sees a change (`ConnGuard::serve`).
     fn raise(&self, to: u8) {
-        self.state.fetch_max(to, Ordering::AcqRel);
-        self.waker.wake();
+        if self.state.fetch_max(to, Ordering::AcqRel) < to {
+            self.waker.wake();
+        }
     }
 }
 
@@ -244,7 +247,42 @@ impl ConnGuard {
 
 #[cfg(test)]
 mod tests {
+    use std::{
+        sync::atomic::{AtomicBool, AtomicUsize},
+        task::Wake,
+    };
+
     use super::*;
+
+    struct Counting(AtomicUsize);
+    impl Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_served_connection_is_woken_to_shut_down_and_again_to_end() {
+        let mut conns = Conns::new();
+        let guard = conns.guard();
+        let wakes = Arc::new(Counting(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let shut_down = AtomicBool::new(false);
+        let mut serving = pin!(guard.serve(std::future::pending::<()>(), |_| shut_down.store(true, Ordering::Relaxed)));
+        for _ in 0..3 {
+            assert!(serving.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 0);
+        conns.drain();
+        conns.drain();
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 1, "woken once, by the change");
+        assert!(serving.as_mut().poll(&mut cx).is_pending());
+        assert!(shut_down.load(Ordering::Relaxed));
+        conns.kill();
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 2, "registered again after the first change");
+        assert!(serving.as_mut().poll(&mut cx).is_ready());
+    }
 
     fn state(guard: &ConnGuard) -> u8 {
         guard.signal.state.load(Ordering::Acquire)

@@ -138,7 +138,8 @@ impl<J, O> Mail<J, O> {
 }
 
 /// The output of `work(job)`, run by one of this thread's idle runners of `work`, or by a
-/// new one.
+/// new one. Runners are filed by the type of `work`, so it is a function, or a closure
+/// that captures nothing: everything a job needs comes in `job`.
 pub fn run<W, J, O, F>(work: W, job: J) -> Running<W, J, O>
 where
     W: Fn(J) -> F + Send + 'static,
@@ -146,6 +147,7 @@ where
     J: Send + 'static,
     O: Send + 'static,
 {
+    const { assert!(std::mem::size_of::<W>() == 0, "a runner's work captures nothing") };
     let idle = IDLE_RUNNERS.try_with(|idle| runners_of::<W, J, O, _>(idle, Vec::pop)).ok().flatten();
     let runner = idle.unwrap_or_else(|| Runner::new(work));
     *lock(&runner.mailbox.mail) = Mail::Job(job);
@@ -209,7 +211,7 @@ impl<W: 'static, J: 'static, O: 'static> Future for Running<W, J, O> {
             return Poll::Pending;
         }
         runner.mailbox.done.store(false, Ordering::Relaxed);
-        let Some(done) = lock(&runner.mailbox.mail).take_done() else { return Poll::Pending };
+        let done = lock(&runner.mailbox.mail).take_done().expect("the output is in before it is said to be");
         if let Some(runner) = self.runner.take() {
             let _ = IDLE_RUNNERS.try_with(|idle| {
                 runners_of::<W, J, O, _>(idle, |idle| {

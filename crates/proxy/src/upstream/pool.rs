@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{
     Method, Request, Response, StatusCode, Uri, header,
     uri::{Authority, PathAndQuery},
@@ -319,13 +319,17 @@ impl Http1Request {
     fn new(req: Request<UpstreamBody>, authority: &Authority) -> Self {
         let (parts, body) = req.into_parts();
         let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
-        let mut head = BytesMut::new();
+        // Written into a lent buffer, whose memory comes back for the next one once this
+        // head, written, is dropped.
+        let mut buf = recycle::buffer();
         let (end, exact) = (body.is_end_stream(), body.size_hint().exact());
         let encoded =
-            codec::encode_request(&mut head, &parts.method, target, &parts.headers, authority.as_str(), end, exact);
+            codec::encode_request(&mut buf, &parts.method, target, &parts.headers, authority.as_str(), end, exact);
         recycle::give_back_headers(parts.headers);
+        let head = buf.split().freeze();
+        recycle::give_back(buf);
         Self {
-            head: head.freeze(),
+            head,
             body,
             framing: encoded.framing,
             is_head: parts.method == Method::HEAD,
