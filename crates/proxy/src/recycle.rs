@@ -104,37 +104,10 @@ struct Runner<J, O> {
 }
 
 struct Mailbox<J, O> {
-    mail: Mutex<Mail<J, O>>,
+    job: Mutex<Option<J>>,
+    output: Mutex<Option<O>>,
     /// Set once the output is in: until then the holder looks with a load, not a lock.
     done: AtomicBool,
-}
-
-enum Mail<J, O> {
-    Empty,
-    Job(J),
-    Done(O),
-}
-
-impl<J, O> Mail<J, O> {
-    fn take_job(&mut self) -> Option<J> {
-        match self {
-            Mail::Job(_) => match std::mem::replace(self, Mail::Empty) {
-                Mail::Job(job) => Some(job),
-                _ => None,
-            },
-            _ => None,
-        }
-    }
-
-    fn take_done(&mut self) -> Option<O> {
-        match self {
-            Mail::Done(_) => match std::mem::replace(self, Mail::Empty) {
-                Mail::Done(done) => Some(done),
-                _ => None,
-            },
-            _ => None,
-        }
-    }
 }
 
 /// The output of `work(job)`, run by one of this thread's idle runners of `work`, or by a
@@ -150,7 +123,7 @@ where
     const { assert!(std::mem::size_of::<W>() == 0, "a runner's work captures nothing") };
     let idle = IDLE_RUNNERS.try_with(|idle| runners_of::<W, J, O, _>(idle, Vec::pop)).ok().flatten();
     let runner = idle.unwrap_or_else(|| Runner::new(work));
-    *lock(&runner.mailbox.mail) = Mail::Job(job);
+    *lock(&runner.mailbox.job) = Some(job);
     Running { runner: Some(runner), work: PhantomData }
 }
 
@@ -177,15 +150,15 @@ impl<J: Send + 'static, O: Send + 'static> Runner<J, O> {
         W: Fn(J) -> F + Send + 'static,
         F: Future<Output = O> + Send + 'static,
     {
-        let mailbox = Arc::new(Mailbox { mail: Mutex::new(Mail::Empty), done: AtomicBool::new(false) });
+        let mailbox =
+            Arc::new(Mailbox { job: Mutex::new(None), output: Mutex::new(None), done: AtomicBool::new(false) });
         let inbox = mailbox.clone();
         let run = Box::pin(async move {
             loop {
                 // Polled only by whoever handed it a job (`Running`), so it needs no waker.
-                let job =
-                    std::future::poll_fn(|_| lock(&inbox.mail).take_job().map_or(Poll::Pending, Poll::Ready)).await;
-                let done = work(job).await;
-                *lock(&inbox.mail) = Mail::Done(done);
+                let job = std::future::poll_fn(|_| lock(&inbox.job).take().map_or(Poll::Pending, Poll::Ready)).await;
+                let output = work(job).await;
+                *lock(&inbox.output) = Some(output);
                 inbox.done.store(true, Ordering::Release);
             }
         });
@@ -211,7 +184,7 @@ impl<W: 'static, J: 'static, O: 'static> Future for Running<W, J, O> {
             return Poll::Pending;
         }
         runner.mailbox.done.store(false, Ordering::Relaxed);
-        let done = lock(&runner.mailbox.mail).take_done().expect("the output is in before it is said to be");
+        let output = lock(&runner.mailbox.output).take().expect("the output is in before it is said to be");
         if let Some(runner) = self.runner.take() {
             let _ = IDLE_RUNNERS.try_with(|idle| {
                 runners_of::<W, J, O, _>(idle, |idle| {
@@ -221,7 +194,7 @@ impl<W: 'static, J: 'static, O: 'static> Future for Running<W, J, O> {
                 })
             });
         }
-        Poll::Ready(done)
+        Poll::Ready(output)
     }
 }
 
